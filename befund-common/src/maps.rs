@@ -1,0 +1,151 @@
+//! Keys and values of the filter's maps.
+
+/// Map names. The maps are pinned under the pin root by these names, so
+/// `befundctl` finds them whether or not the daemon runs.
+pub mod names {
+    /// [`crate::FilterSettings`] in slot 0 of an array.
+    pub const SETTINGS: &str = "BEFUND_SETTINGS";
+    /// Local addresses of the gateway, value: `LOCAL_*` flags.
+    pub const LOCAL_ADDRS: &str = "BEFUND_LOCAL";
+    /// Protected destinations (LPM over [`crate::Addr`]), value: counter slot.
+    pub const PROTECTED: &str = "BEFUND_PROTECT";
+    /// Blocked sources (LPM over [`crate::Addr`]), value: counter slot.
+    pub const BLOCKLIST: &str = "BEFUND_BLOCK";
+    /// Operator allow rules (LPM over [`crate::AllowRuleKey`]), value: slot.
+    pub const ALLOW_RULES: &str = "BEFUND_ALLOW";
+    /// Flows opened by the gateway, written by the egress program.
+    pub const FLOWS: &str = "BEFUND_FLOWS";
+    /// Per-CPU [`crate::Counter`] per slot.
+    pub const COUNTERS: &str = "BEFUND_COUNTERS";
+}
+
+/// Program names inside the eBPF object.
+pub mod programs {
+    /// The XDP program on the WAN interface's ingress.
+    pub const WAN_INGRESS: &str = "befund_wan";
+    /// The TC program on the WAN interface's egress that records the flows the
+    /// gateway opens.
+    pub const WAN_EGRESS: &str = "befund_egress";
+}
+
+/// An IPv6 address or an IPv4-mapped IPv6 address, in network byte order.
+pub type Addr = [u8; 16];
+
+/// Maximum entries of the address maps (local, protected, blocklist).
+pub const MAX_ADDRESS_ENTRIES: u32 = 4096;
+/// Maximum operator allow rules.
+pub const MAX_ALLOW_RULES: u32 = 512;
+/// Maximum tracked outbound flows. The gateway itself opens few connections
+/// (time, DNS, updates); the LRU evicts the oldest when it is full.
+pub const MAX_FLOWS: u32 = 16384;
+
+/// Flag in `LOCAL_ADDRS`: TCP to this address on the proxy port is admitted.
+pub const LOCAL_PROXY: u32 = 1;
+/// Flag in `LOCAL_ADDRS`: the gateway's own address; path-MTU ICMP addressed
+/// to it is admitted.
+pub const LOCAL_GATEWAY: u32 = 2;
+
+/// Global settings of the filter, slot 0 of `SETTINGS`.
+///
+/// All zero (the state before userspace writes it) admits nothing to the
+/// proxy: port 0 never matches. That is the fail-closed default.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterSettings {
+    /// TCP port of the proxy, host byte order.
+    pub proxy_port: u16,
+    /// Always zero; keeps the layout free of implicit padding.
+    pub reserved: u16,
+    /// Non-zero when lockdown is on. A `u32` instead of a `bool` so the
+    /// struct has no padding and every bit pattern is valid.
+    pub lockdown: u32,
+    /// How long a TCP flow opened by the gateway admits replies after its
+    /// last outbound packet, in seconds.
+    pub tcp_flow_timeout_secs: u32,
+    /// The same for UDP and ICMP echo.
+    pub udp_flow_timeout_secs: u32,
+}
+
+/// Data part of an allow-rule LPM key: protocol and destination port are
+/// always matched in full (32 bits), the source address by its prefix.
+///
+/// The LPM prefix length of a rule is `32 + source prefix` (with IPv4 mapped:
+/// `32 + 96 + n`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllowRuleKey {
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// Always zero.
+    pub reserved: u8,
+    /// Destination port, network byte order.
+    pub port: [u8; 2],
+    /// Source address.
+    pub source: Addr,
+}
+
+/// Prefix bits of [`AllowRuleKey`] before the source address.
+pub const ALLOW_RULE_FIXED_BITS: u32 = 32;
+
+/// A flow seen from the gateway: the remote peer and the local end.
+///
+/// The egress program records `(remote = destination, local = source)`; the
+/// ingress program looks up `(remote = source, local = destination)`. For
+/// ICMP echo both ports are the echo identifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Address of the remote peer.
+    pub remote: Addr,
+    /// Address of the gateway's end.
+    pub local: Addr,
+    /// Remote port, network byte order.
+    pub remote_port: [u8; 2],
+    /// Local port, network byte order.
+    pub local_port: [u8; 2],
+    /// IP protocol number.
+    pub proto: u8,
+    /// Always zero.
+    pub reserved: [u8; 3],
+}
+
+/// Value of a tracked flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    /// `bpf_ktime_get_ns` of the last outbound packet.
+    pub last_outbound_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    #![expect(unsafe_code, reason = "aya::Pod is an unsafe marker trait")]
+
+    // SAFETY: each type is repr(C), Copy, made only of integers and byte
+    // arrays without padding, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::FilterSettings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AllowRuleKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn shared_types_have_no_padding() {
+        assert_eq!(size_of::<FilterSettings>(), 16);
+        assert_eq!(size_of::<AllowRuleKey>(), 20);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<FlowState>(), 8);
+        assert_eq!(size_of::<crate::Counter>(), 16);
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("{} bytes", befund_proxy::firewall::FILTER_OBJECT.len());
+}

@@ -1,0 +1,5 @@
+//! Befund Gateway: the WAN filter's loader, the mTLS reverse proxy and the
+//! operator tool's commands.
+#![forbid(unsafe_code)]
+
+pub mod firewall;

@@ -1,0 +1,37 @@
+//! `cargo xtask`: everything around the code.
+//!
+//! Run `cargo xtask --help` for the list of tasks.
+
+mod command;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and run Befund Gateway")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build needs (Debian packages, bpf-linker, the linked
+    /// BPF toolchain). Idempotent; needs root for apt.
+    Setup,
+    /// Run setup, fmt check, clippy, unit tests and the privileged tests.
+    Test(test::Options),
+}
+
+fn main() {
+    let Cli { task } = Cli::parse();
+    let result = match task {
+        Task::Setup => setup::run(),
+        Task::Test(options) => test::run(options),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
