@@ -2,4 +2,6 @@
 //! operator tool's commands.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod config;
 pub mod firewall;

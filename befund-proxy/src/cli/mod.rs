@@ -1,0 +1,1 @@
+//! `befundctl`'s subcommands, one module each.
