@@ -3,6 +3,7 @@
 //! Run `cargo xtask --help` for the list of tasks.
 
 mod command;
+mod demo;
 mod setup;
 mod test;
 
@@ -20,6 +21,9 @@ enum Task {
     /// Install what the build needs (Debian packages, bpf-linker, the linked
     /// BPF toolchain). Idempotent; needs root for apt.
     Setup,
+    /// Build everything and run the gateway, the reference Befundserver and
+    /// the lab's access protocol in network namespaces.
+    Demo(demo::Options),
     /// Run setup, fmt check, clippy, unit tests and the privileged tests.
     Test(test::Options),
 }
@@ -28,6 +32,7 @@ fn main() {
     let Cli { task } = Cli::parse();
     let result = match task {
         Task::Setup => setup::run(),
+        Task::Demo(options) => demo::run(options),
         Task::Test(options) => test::run(options),
     };
     if let Err(error) = result {
