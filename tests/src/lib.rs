@@ -1,1 +1,3 @@
 //! Shared helpers of the privileged integration tests.
+
+pub mod befundserver;
