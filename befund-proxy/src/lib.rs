@@ -2,6 +2,8 @@
 //! operator tool's commands.
 #![forbid(unsafe_code)]
 
+pub mod cidr;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod firewall;

@@ -1,5 +1,8 @@
 //! `befundctl`: the operator's tool for the firewall, the internal CA and the audit.
 
+use std::process::ExitCode;
+
+use befund_proxy::cli::fw;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -10,9 +13,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Firewall rules, counters and the filter's attachment.
+    Fw(fw::FwArgs),
+}
 
-fn main() {
+fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
-    match command {}
+    let result = match command {
+        Command::Fw(args) => fw::run(args).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("befundctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,3 @@
 //! `befundctl`'s subcommands, one module each.
+
+pub mod fw;
