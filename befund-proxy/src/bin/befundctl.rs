@@ -10,9 +10,14 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the lab's access tests against a deployment and write the protocol.
+    Audit(befund_proxy::cli::audit::AuditArgs),
+}
 
 fn main() {
     let Cli { command } = Cli::parse();
-    match command {}
+    match command {
+        Command::Audit(args) => befund_proxy::cli::audit::run_and_exit(&args),
+    }
 }

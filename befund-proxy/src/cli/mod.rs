@@ -1,1 +1,2 @@
 //! `befundctl`'s subcommands, one module each.
+pub mod audit;
