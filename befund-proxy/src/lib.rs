@@ -2,6 +2,7 @@
 //! operator tool's commands.
 #![forbid(unsafe_code)]
 
+pub mod access_protocol;
 pub mod cidr;
 pub mod cli;
 pub mod config;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use befund_proxy::cli::fw;
+use befund_proxy::cli::{audit, fw};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -16,12 +16,15 @@ struct Cli {
 enum Command {
     /// Firewall rules, counters and the filter's attachment.
     Fw(fw::FwArgs),
+    /// Run the lab's access tests against a deployment and write the protocol.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
     let result = match command {
         Command::Fw(args) => fw::run(args).map_err(|e| e.to_string()),
+        Command::Audit(args) => audit::run_and_exit(&args),
     };
     match result {
         Ok(out) => {

@@ -1,3 +1,4 @@
 //! `befundctl`'s subcommands, one module each.
 
+pub mod audit;
 pub mod fw;
