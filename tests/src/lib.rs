@@ -1,3 +1,4 @@
 //! Shared helpers of the privileged integration tests.
 
+/// The reference Befundserver behind the proxy (binary `befundserver`).
 pub mod befundserver;
