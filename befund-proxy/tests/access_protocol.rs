@@ -452,6 +452,14 @@ fn legacy_server_with_tls10_cbc_and_sha1_rsa1024_certificate_is_flagged() {
         panic!("no server certificate: {:?}", protocol.server_certificate);
     };
     assert_eq!(certificate.obtained_via, "openssl s_client");
+    let tls10 = protocol
+        .tls_survey
+        .probes
+        .iter()
+        .find(|p| p.protocol == "TLS 1.0")
+        .unwrap();
+    assert_eq!(tls10.result, ProbeResult::Accepted);
+    assert!(tls10.detail.starts_with("negotiated TLSv1 "), "{tls10:?}");
     assert_eq!(certificate.signature_algorithm, "sha1WithRSAEncryption");
     assert!(!protocol.passed);
 }
