@@ -45,7 +45,7 @@ pub struct AuditArgs {
     pub connect: Option<SocketAddr>,
 
     /// A Befundserver address that must be unreachable from here (repeatable).
-    #[arg(long = "befundserver", value_name = "ADDR:PORT")]
+    #[arg(long = "befundserver", value_name = "ADDR:PORT", num_args = 1..)]
     pub befundservers: Vec<SocketAddr>,
 
     /// The path to GET with the valid certificate.
