@@ -219,11 +219,7 @@ impl Openssl {
             weak_if_accepted: Some(WeaknessKind::ProtocolBelowTls12),
         };
         if !self.offers_option(legacy.flag()) {
-            let detail = format!(
-                "not probed ({} cannot offer {})",
-                self.version,
-                legacy.label()
-            );
+            let detail = format!("not probed (this openssl cannot offer {})", legacy.label());
             return probe(ProbeResult::NotProbed, detail);
         }
 
@@ -251,8 +247,7 @@ impl Openssl {
             .collect();
         if members.is_empty() {
             let detail = format!(
-                "not probed ({} cannot offer {} ciphers)",
-                self.version,
+                "not probed (this openssl cannot offer {} ciphers)",
                 family.label()
             );
             return probe(ProbeResult::NotProbed, detail);
