@@ -110,7 +110,7 @@ pub async fn run(plan: &AuditPlan) -> Result<Protocol, AuditError> {
         date: started.format(&Rfc3339).unwrap_or_default(),
         tool: concat!("befundctl ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    tracing::info!(target = %plan.target, %address, "access audit started");
+    tracing::info!(audited = %plan.target, %address, "access audit started");
 
     let context = Context {
         plan,
