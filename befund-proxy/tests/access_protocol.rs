@@ -1,26 +1,37 @@
 //! The access protocol against real mTLS servers on loopback: `openssl
 //! s_server` configured as a strict proxy, as a proxy that forgot client
 //! authentication, and as the lab's old weak setup (TLS 1.0, CBC, SHA-1 and
-//! RSA-1024). Needs the `openssl` command (Debian package `openssl`).
+//! RSA-1024); and a rustls + hyper server that requires client certificates
+//! as the proxy does. Needs the `openssl` command (Debian package `openssl`).
 
+use std::convert::Infallible;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use befund_proxy::access_protocol::protocol::WeaknessKind;
 use befund_proxy::access_protocol::server_cert::{KeyType, ServerCertificate};
 use befund_proxy::access_protocol::tls_survey::{ProbeResult, ProbeTool};
 use befund_proxy::access_protocol::{self, AccessTest, AuditPlan, Protocol, Verdict};
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 use serde_json::Value;
 use tempfile::TempDir;
+use tokio_rustls::TlsAcceptor;
 
 const SERVER_NAME: &str = "proxy.befund.test";
 
@@ -113,11 +124,15 @@ impl Pki {
     }
 
     fn plan(&self, server: &OpensslServer) -> AuditPlan {
+        self.plan_for(server.address)
+    }
+
+    fn plan_for(&self, address: SocketAddr) -> AuditPlan {
         AuditPlan {
-            target: format!("https://{SERVER_NAME}:{}", server.address.port())
+            target: format!("https://{SERVER_NAME}:{}", address.port())
                 .parse()
                 .unwrap(),
-            connect: Some(server.address),
+            connect: Some(address),
             ca: self.path("ca.pem"),
             cert: self.path("client.pem"),
             key: self.path("client.key"),
@@ -246,6 +261,59 @@ fn rand_suffix() -> u32 {
         .unwrap_or(0)
 }
 
+/// A TLS server the way the proxy is built (rustls requiring a client
+/// certificate from the lab CA, hyper answering HTTP): every request gets
+/// `204 No Content`. It runs on the caller's tokio runtime.
+async fn start_rustls_server(pki: &Pki) -> SocketAddr {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap())
+        .unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let chain = CertificateDer::pem_file_iter(pki.path("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(|_request| async {
+                    let mut response = Response::new(String::new());
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
 fn audit(plan: &AuditPlan) -> Protocol {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -361,6 +429,33 @@ fn strict_mtls_server_refuses_impostors_and_admits_the_valid_certificate() {
     assert!(protocol.passed);
 }
 
+#[tokio::test]
+async fn rustls_server_requiring_client_certificates_refuses_impostors_and_answers_the_valid_one() {
+    let pki = Pki::new();
+    let address = start_rustls_server(&pki).await;
+    let mut plan = pki.plan_for(address);
+    plan.path = "/befunde".to_owned();
+
+    let protocol = access_protocol::run(&plan).await.unwrap();
+
+    for number in 1..=3 {
+        let row = row(&protocol, number);
+        assert_eq!(
+            (row.observed.as_str(), row.verdict),
+            ("refused", Verdict::Pass),
+            "row {number}: {row:?}"
+        );
+    }
+    let admitted = row(&protocol, 4);
+    assert_eq!(admitted.verdict, Verdict::Pass, "{admitted:?}");
+    assert!(
+        admitted
+            .detail
+            .starts_with("HTTP 204 for GET /befunde (TLS 1.3, "),
+        "{admitted:?}"
+    );
+}
+
 #[test]
 fn server_without_client_authentication_fails_rows_one_to_three_with_exit_code_1() {
     let pki = Pki::new();
@@ -452,6 +547,14 @@ fn legacy_server_with_tls10_cbc_and_sha1_rsa1024_certificate_is_flagged() {
         panic!("no server certificate: {:?}", protocol.server_certificate);
     };
     assert_eq!(certificate.obtained_via, "openssl s_client");
+    let tls10 = protocol
+        .tls_survey
+        .probes
+        .iter()
+        .find(|p| p.protocol == "TLS 1.0")
+        .unwrap();
+    assert_eq!(tls10.result, ProbeResult::Accepted);
+    assert!(tls10.detail.starts_with("negotiated TLSv1 "), "{tls10:?}");
     assert_eq!(certificate.signature_algorithm, "sha1WithRSAEncryption");
     assert!(!protocol.passed);
 }

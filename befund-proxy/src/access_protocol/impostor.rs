@@ -143,7 +143,7 @@ fn copy_name(name: &X509Name<'_>) -> Result<DistinguishedName, ImpostorError> {
         let value = attribute.attr_value();
         copy.push(
             DnType::from_oid(&oid),
-            dn_value(value.header.tag(), &value.data)?,
+            dn_value(value.header.tag(), value.data)?,
         );
     }
     Ok(copy)
@@ -170,4 +170,76 @@ fn dn_value(tag: Tag, data: &[u8]) -> Result<DnValue, ImpostorError> {
 
 fn to_datetime(time: ASN1Time) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(time.timestamp()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{BasicConstraints, Issuer};
+
+    use super::*;
+
+    /// A physician's certificate issued by a throwaway CA, with a UTF-8 subject.
+    fn physician_certificate() -> CertificateDer<'static> {
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca_params = CertificateParams::default();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Labor CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut params = CertificateParams::default();
+        let country = DnValue::PrintableString("DE".try_into().unwrap());
+        params.distinguished_name.push(DnType::CountryName, country);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Praxis Müller");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Dr. Jürgen Müller");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.signed_by(&key, &issuer).unwrap().der().clone()
+    }
+
+    fn provider() -> CryptoProvider {
+        rustls::crypto::aws_lc_rs::default_provider()
+    }
+
+    #[test]
+    fn self_issued_certificate_has_the_same_subject_and_is_its_own_issuer() {
+        let genuine = physician_certificate();
+
+        let forged = self_issued(&genuine, &provider()).unwrap();
+
+        let genuine = parse(&genuine).unwrap();
+        let forged_der = &forged.cert[0];
+        let forged = parse(forged_der).unwrap();
+        assert_eq!(forged.subject().as_raw(), genuine.subject().as_raw());
+        assert_eq!(forged.issuer().as_raw(), genuine.subject().as_raw());
+        assert_ne!(forged.public_key().raw, genuine.public_key().raw);
+        assert_eq!(
+            forged.public_key().algorithm,
+            genuine.public_key().algorithm
+        );
+        assert!(
+            forged
+                .extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .client_auth
+        );
+        assert_eq!(forged.validity().not_after, genuine.validity().not_after);
+    }
+
+    #[test]
+    fn certificate_without_key_presents_the_genuine_chain_with_a_foreign_key() {
+        let genuine = physician_certificate();
+
+        let impostor = without_key(std::slice::from_ref(&genuine), &provider()).unwrap();
+
+        assert_eq!(impostor.cert, [genuine]);
+        assert!(impostor.keys_match().is_err());
+    }
 }

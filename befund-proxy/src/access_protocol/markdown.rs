@@ -86,19 +86,19 @@ fn server_certificate(out: &mut String, certificate: &ServerCertificate) {
         valid_now: _,
         key_usage,
         extended_key_usage,
-    } = report;
+    } = &**report;
 
     let fields = [
         ("subject", subject.clone()),
         ("issuer", issuer.clone()),
-        ("subject alternative names", subject_alt_names.join(", ")),
+        ("subject alternative names", list_or_none(subject_alt_names)),
         ("serial", serial.clone()),
         ("key", key.to_string()),
         ("signature algorithm", signature_algorithm.clone()),
         ("not before", not_before.clone()),
         ("not after", format!("{not_after} ({days_left} days left)")),
-        ("key usage", key_usage.join(", ")),
-        ("extended key usage", extended_key_usage.join(", ")),
+        ("key usage", list_or_none(key_usage)),
+        ("extended key usage", list_or_none(extended_key_usage)),
         (
             "obtained via",
             format!("{obtained_via}, {chain_length} certificate(s) sent"),
@@ -109,6 +109,14 @@ fn server_certificate(out: &mut String, certificate: &ServerCertificate) {
         let _ = writeln!(out, "| {name} | {} |", cell(&value));
     }
     out.push('\n');
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn tls_survey(out: &mut String, survey: &TlsSurvey) {

@@ -96,6 +96,7 @@ pub enum AuditError {
 /// Runs every test of the protocol against `plan.target` and returns the protocol.
 pub async fn run(plan: &AuditPlan) -> Result<Protocol, AuditError> {
     let started = OffsetDateTime::now_utc();
+    let started = started.replace_nanosecond(0).unwrap_or(started);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let credentials = Credentials::load(&plan.ca, &plan.cert, &plan.key, &provider)?;
     let address = plan.target.resolve(plan.connect).await?;
@@ -109,7 +110,7 @@ pub async fn run(plan: &AuditPlan) -> Result<Protocol, AuditError> {
         date: started.format(&Rfc3339).unwrap_or_default(),
         tool: concat!("befundctl ", env!("CARGO_PKG_VERSION")).to_owned(),
     };
-    tracing::info!(target = %plan.target, %address, "access audit started");
+    tracing::info!(audited = %plan.target, %address, "access audit started");
 
     let context = Context {
         plan,
@@ -291,7 +292,7 @@ impl Context<'_> {
 
         let server_certificate = match chain {
             Some(chain) => match CertificateReport::from_chain(&chain, via, now) {
-                Ok(report) => ServerCertificate::Obtained(report),
+                Ok(report) => ServerCertificate::Obtained(Box::new(report)),
                 Err(reason) => ServerCertificate::NotObtained { reason },
             },
             None => ServerCertificate::NotObtained {

@@ -219,11 +219,7 @@ impl Openssl {
             weak_if_accepted: Some(WeaknessKind::ProtocolBelowTls12),
         };
         if !self.offers_option(legacy.flag()) {
-            let detail = format!(
-                "not probed ({} cannot offer {})",
-                self.version,
-                legacy.label()
-            );
+            let detail = format!("not probed (this openssl cannot offer {})", legacy.label());
             return probe(ProbeResult::NotProbed, detail);
         }
 
@@ -251,8 +247,7 @@ impl Openssl {
             .collect();
         if members.is_empty() {
             let detail = format!(
-                "not probed ({} cannot offer {} ciphers)",
-                self.version,
+                "not probed (this openssl cannot offer {} ciphers)",
                 family.label()
             );
             return probe(ProbeResult::NotProbed, detail);
@@ -356,14 +351,29 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// `New, TLSv1, Cipher is ECDHE-RSA-AES256-SHA` -> (`TLSv1`, `ECDHE-RSA-AES256-SHA`);
-/// `None` when the handshake did not complete (`Cipher is (NONE)`).
+/// The protocol and cipher of a completed handshake, from `s_client`'s output:
+/// the cipher from `New, ..., Cipher is ECDHE-RSA-AES256-SHA` (`(NONE)` when
+/// the handshake failed), the protocol from the session's `Protocol  : TLSv1.1`
+/// line (the `New, ...` line names the cipher's minimum version instead).
 fn negotiated(stdout: &str) -> Option<(String, String)> {
-    stdout.lines().find_map(|line| {
+    let cipher = stdout.lines().find_map(|line| {
         let rest = line.trim().strip_prefix("New, ")?;
-        let (version, cipher) = rest.split_once(", Cipher is ")?;
-        (cipher != "(NONE)").then(|| (version.to_owned(), cipher.trim().to_owned()))
-    })
+        let (_, cipher) = rest.split_once(", Cipher is ")?;
+        Some(cipher.trim())
+    })?;
+    if cipher == "(NONE)" {
+        return None;
+    }
+    let protocol = stdout
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Protocol")?
+                .trim()
+                .strip_prefix(':')
+        })
+        .map_or("unknown protocol", str::trim);
+    Some((protocol.to_owned(), cipher.to_owned()))
 }
 
 /// The reason from OpenSSL's first error line
@@ -406,15 +416,16 @@ mod tests {
     }
 
     #[test]
-    fn negotiated_reads_version_and_cipher() {
-        let stdout =
-            "---\nNew, TLSv1, Cipher is ECDHE-RSA-AES256-SHA\nServer public key is 1024 bit\n";
+    fn negotiated_reads_session_protocol_not_the_cipher_minimum() {
+        let stdout = "---\nNew, TLSv1.0, Cipher is ECDHE-RSA-AES256-SHA\n\
+                      SSL-Session:\n    Protocol  : TLSv1.1\n    Cipher    : ECDHE-RSA-AES256-SHA\n";
+        let failed = "New, (NONE), Cipher is (NONE)\nSSL-Session:\n    Protocol  : TLSv1.2\n";
 
         assert_eq!(
             negotiated(stdout),
-            Some(("TLSv1".to_owned(), "ECDHE-RSA-AES256-SHA".to_owned()))
+            Some(("TLSv1.1".to_owned(), "ECDHE-RSA-AES256-SHA".to_owned()))
         );
-        assert_eq!(negotiated("New, (NONE), Cipher is (NONE)\n"), None);
+        assert_eq!(negotiated(failed), None);
         assert_eq!(negotiated(""), None);
     }
 

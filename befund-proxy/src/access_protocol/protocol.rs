@@ -376,7 +376,7 @@ pub(crate) mod tests {
         Protocol::new(
             header,
             rows,
-            ServerCertificate::Obtained(certificate),
+            ServerCertificate::Obtained(Box::new(certificate)),
             survey,
         )
     }

@@ -43,7 +43,7 @@ const MIN_RSA_BITS: usize = 2048;
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ServerCertificate {
     /// The target presented a certificate and it could be parsed.
-    Obtained(CertificateReport),
+    Obtained(Box<CertificateReport>),
     /// No certificate could be obtained or parsed.
     NotObtained {
         /// Why.

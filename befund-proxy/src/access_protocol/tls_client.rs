@@ -285,7 +285,22 @@ fn classify(error: &(dyn StdError + 'static)) -> Failure {
 fn from_tls(error: &rustls::Error) -> Failure {
     match error {
         rustls::Error::AlertReceived(alert) => Failure::Refused(Refusal::Alert(*alert)),
+        rustls::Error::InvalidCertificate(_) => Failure::Local(format!(
+            "the audit does not trust the target's certificate (check --ca and the target name): {error}"
+        )),
         other => Failure::Local(format!("TLS failed on the audit's side: {other}")),
+    }
+}
+
+/// A handshake error for the protocol: the server's alert by its RFC name,
+/// otherwise the error as rustls or the socket reports it.
+pub fn describe_handshake_error(error: &io::Error) -> String {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => format!("TLS alert {}", alert_name(*alert)),
+        _ => error.to_string(),
     }
 }
 

@@ -24,7 +24,9 @@ use tokio_rustls::TlsConnector;
 
 use super::protocol::{Weakness, WeaknessKind};
 use super::target::Target;
-use super::tls_client::{ClientIdentity, client_config, suite_name, version_name};
+use super::tls_client::{
+    ClientIdentity, client_config, describe_handshake_error, suite_name, version_name,
+};
 
 /// The survey part of the protocol.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -267,9 +269,12 @@ impl RustlsSurvey<'_> {
             // then stopped (untrusted or weak certificate).
             Ok(Err(e)) if verifier.chain().is_some() => (
                 ProbeResult::Accepted,
-                format!("negotiated, then the audit stopped: {e}"),
+                format!(
+                    "negotiated, then the audit stopped: {}",
+                    describe_handshake_error(&e)
+                ),
             ),
-            Ok(Err(e)) => (ProbeResult::Rejected, e.to_string()),
+            Ok(Err(e)) => (ProbeResult::Rejected, describe_handshake_error(&e)),
             Err(_) => (
                 ProbeResult::NotProbed,
                 format!("no answer within {timeout:?}"),

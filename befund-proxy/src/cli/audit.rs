@@ -45,7 +45,7 @@ pub struct AuditArgs {
     pub connect: Option<SocketAddr>,
 
     /// A Befundserver address that must be unreachable from here (repeatable).
-    #[arg(long = "befundserver", value_name = "ADDR:PORT")]
+    #[arg(long = "befundserver", value_name = "ADDR:PORT", num_args = 1..)]
     pub befundservers: Vec<SocketAddr>,
 
     /// The path to GET with the valid certificate.
@@ -57,7 +57,7 @@ pub struct AuditArgs {
     pub scan_ports: Option<PortList>,
 
     /// Time budget of the whole port scan.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     pub scan_budget: Duration,
 
     /// Also write the protocol as Markdown to this file.
@@ -69,7 +69,7 @@ pub struct AuditArgs {
     pub json: Option<PathBuf>,
 
     /// Bound for each connect, handshake, HTTP response and openssl probe.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
@@ -187,7 +187,58 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        audit: AuditArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<AuditArgs, clap::Error> {
+        let required = [
+            "audit",
+            "--target=https://proxy.test",
+            "--ca=a",
+            "--cert=b",
+            "--key=c",
+        ];
+        let args = required.iter().chain(extra);
+        Command::try_parse_from(args).map(|c| c.audit)
+    }
+
+    #[test]
+    fn befundserver_addresses_may_be_repeated_or_listed() {
+        let args = parse(&[
+            "--befundserver",
+            "10.0.0.1:443",
+            "10.0.0.2:22",
+            "--befundserver=[::1]:80",
+        ])
+        .unwrap();
+
+        let expected: Vec<SocketAddr> = ["10.0.0.1:443", "10.0.0.2:22", "[::1]:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(args.befundservers, expected);
+        assert_eq!(args.timeout, Duration::from_secs(3));
+        assert_eq!(args.path, "/");
+    }
+
+    #[test]
+    fn bad_options_are_usage_errors() {
+        for bad in [
+            &["--timeout=0s"][..],
+            &["--scan-ports=0-10"],
+            &["--path=healthz"],
+            &["--connect=proxy:443"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn durations_accept_seconds_milliseconds_and_minutes() {
