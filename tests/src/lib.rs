@@ -2,3 +2,6 @@
 
 /// The reference Befundserver behind the proxy (binary `befundserver`).
 pub mod befundserver;
+
+/// The whole system in network namespaces: `cargo xtask demo`.
+pub mod demo;

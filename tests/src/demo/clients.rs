@@ -108,6 +108,26 @@ pub fn tcp_connects(mut cmd: Command, addr: &str, port: u16, secs: u32) -> Resul
     Ok(status.success())
 }
 
+/// Runs `cmd` with `input` on its standard input and collects its output.
+pub fn with_stdin(mut cmd: Command, input: &[u8]) -> Result<std::process::Output> {
+    use std::io::Write as _;
+
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("failed to start the client")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A client that refuses early closes its input; that is an outcome,
+        // not an error.
+        let _ = stdin.write_all(input);
+    }
+    child
+        .wait_with_output()
+        .context("failed to wait for the client")
+}
+
 /// Whether a file looks like PEM (for early, clear errors on missing output).
 pub fn is_pem(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|s| s.contains("-----BEGIN"))

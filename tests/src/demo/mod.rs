@@ -6,6 +6,7 @@
 //! interface, then runs the lab's access protocol from the client namespace
 //! with real clients (curl, openssl, nmap, `befundctl audit`).
 
+pub mod audit;
 pub mod clients;
 pub mod pki;
 pub mod protocol;
@@ -52,18 +53,24 @@ impl Deployment {
         for bin in ["befund-proxy", "befundctl", "befundserver"] {
             let path = options.bin_dir.join(bin);
             if !path.is_file() {
-                bail!("{} is missing; build with `cargo build --release --bins`", path.display());
+                bail!(
+                    "{} is missing; build with `cargo build --release --bins`",
+                    path.display()
+                );
             }
         }
         let mut topology = Topology::create(&options.tag)?;
-        let pki = pki::Pki::issue(&options.bin_dir, &topology.dir)?;
+        let pki = match pki::Pki::issue(&options.bin_dir, &topology.dir) {
+            Ok(pki) => pki,
+            Err(e) => {
+                topology.keep_dir();
+                return Err(e.context(format!("files kept in {}", topology.dir.display())));
+            }
+        };
         let mut deployment = Self {
             bin_dir: options.bin_dir.clone(),
             pki,
-            topology: {
-                topology.keep_dir();
-                topology
-            },
+            topology,
         };
         deployment.start_befundserver()?;
         deployment.start_gateway()?;
@@ -121,14 +128,12 @@ impl Deployment {
             .arg(&self.pki.proxy_secret);
         self.topology.spawn("befundserver", cmd)?;
         let lab = self.topology.lab.clone();
-        self.wait_until("the Befundserver", || {
-            clients::tcp_connects(
-                self.topology.command(&lab, "env"),
-                &topology::BEFUNDSERVER.to_string(),
-                BEFUNDSERVER_PORT,
-                1,
-            )
-        })
+        self.wait_for_port(
+            "the Befundserver",
+            &lab,
+            &topology::BEFUNDSERVER.to_string(),
+            BEFUNDSERVER_PORT,
+        )
     }
 
     fn start_gateway(&mut self) -> Result<()> {
@@ -149,14 +154,12 @@ impl Deployment {
         cmd.args(["run", "--config"]).arg(&config);
         self.topology.spawn("befund-proxy", cmd)?;
         let client = self.topology.client.clone();
-        self.wait_until("the gateway's HTTPS port", || {
-            clients::tcp_connects(
-                self.topology.command(&client, "env"),
-                &topology::GATEWAY_WAN.to_string(),
-                443,
-                1,
-            )
-        })
+        self.wait_for_port(
+            "the gateway's HTTPS port",
+            &client,
+            &topology::GATEWAY_WAN.to_string(),
+            443,
+        )
     }
 
     /// The gateway's configuration file.
@@ -213,15 +216,18 @@ audit = "{audit}"
             secret = pki.proxy_secret.display(),
             audit = dir.join("audit.jsonl").display(),
         );
-        std::fs::write(&path, text).with_context(|| format!("failed to write {}", path.display()))?;
+        std::fs::write(&path, text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
         Ok(path)
     }
 
-    fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    /// Waits until a TCP connection from namespace `ns` to `addr:port`
+    /// succeeds, failing early if a started process died.
+    fn wait_for_port(&mut self, what: &str, ns: &str, addr: &str, port: u16) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             self.topology.check_alive()?;
-            if ready()? {
+            if clients::tcp_connects(self.topology.command(ns, "env"), addr, port, 1)? {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));

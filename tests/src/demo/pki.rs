@@ -61,12 +61,19 @@ impl Pki {
         let out = dir.join("issued");
         std::fs::create_dir_all(&out)?;
 
-        run(Command::new(&befundctl).args(["ca", "init", "--dir"]).arg(&ca_dir))?;
+        run(Command::new(&befundctl)
+            .args(["ca", "init", "--dir"])
+            .arg(&ca_dir))?;
         let server_dir = out.join("gateway");
         run(Command::new(&befundctl)
             .args(["cert", "server", "--dir"])
             .arg(&ca_dir)
-            .args(["--dns", SERVER_NAME, "--ip", &topology::GATEWAY_WAN.to_string()])
+            .args([
+                "--dns",
+                SERVER_NAME,
+                "--ip",
+                &topology::GATEWAY_WAN.to_string(),
+            ])
             .args(["--ip", topology::GATEWAY_WAN6, "--out-dir"])
             .arg(&server_dir))?;
 
@@ -97,7 +104,11 @@ impl Pki {
         }
 
         let crl = ca_dir.join("crl.pem");
-        run(Command::new(&befundctl).args(["crl", "--dir"]).arg(&ca_dir).arg("--out").arg(&crl))?;
+        run(Command::new(&befundctl)
+            .args(["crl", "--dir"])
+            .arg(&ca_dir)
+            .arg("--out")
+            .arg(&crl))?;
 
         let proxy_secret = dir.join("proxy-secret");
         let secret = output(Command::new("openssl").args(["rand", "-hex", "32"]))?;
@@ -126,11 +137,22 @@ fn self_issue(original: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
             .args(["x509", "-noout", "-subject", "-nameopt", "compat", "-in"])
             .arg(original),
     )?;
-    let subject = subject.trim().trim_start_matches("subject=").trim().to_owned();
+    let subject = subject
+        .trim()
+        .trim_start_matches("subject=")
+        .trim()
+        .to_owned();
     let cert = out.join("self-issued.crt");
     let key = out.join("self-issued.key");
     run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
         .args(["-nodes", "-days", "30", "-subj", &subject])
         .args(["-addext", "extendedKeyUsage=clientAuth"])
         .arg("-keyout")

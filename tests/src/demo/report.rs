@@ -50,7 +50,16 @@ impl Row {
 
 /// Renders the rows as a plain-text table for the terminal.
 pub fn render(rows: &[Row]) -> String {
-    let header = ["#", "access test", "client", "expected", "observed", "ok", "XDP counters moved", "detail"];
+    let header = [
+        "#",
+        "access test",
+        "client",
+        "expected",
+        "observed",
+        "ok",
+        "XDP counters moved",
+        "detail",
+    ];
     let body: Vec<[String; 8]> = rows
         .iter()
         .enumerate()
@@ -85,9 +94,15 @@ pub fn render(rows: &[Row]) -> String {
     };
     line(&mut out, &header);
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    line(&mut out, &rule.iter().map(String::as_str).collect::<Vec<_>>());
+    line(
+        &mut out,
+        &rule.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     for cells in &body {
-        line(&mut out, &cells.iter().map(String::as_str).collect::<Vec<_>>());
+        line(
+            &mut out,
+            &cells.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
     }
     out
 }
@@ -120,7 +135,10 @@ mod tests {
 
     #[test]
     fn table_marks_deviating_rows() {
-        let table = render(&[row(Expect::Refused, Expect::Refused), row(Expect::Refused, Expect::Admitted)]);
+        let table = render(&[
+            row(Expect::Refused, Expect::Refused),
+            row(Expect::Refused, Expect::Admitted),
+        ]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[2].contains(" yes "), "{table}");

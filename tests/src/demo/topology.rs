@@ -87,8 +87,18 @@ impl Topology {
         let (client, gateway, lab) = (&self.client, &self.gateway, &self.lab);
 
         ip(&[
-            "link", "add", "c-wan", "netns", client, "type", "veth", "peer", "name",
-            WAN_INTERFACE, "netns", gateway,
+            "link",
+            "add",
+            "c-wan",
+            "netns",
+            client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            WAN_INTERFACE,
+            "netns",
+            gateway,
         ])?;
         ip(&[
             "link", "add", "lan", "netns", gateway, "type", "veth", "peer", "name", "l-lan",
@@ -96,18 +106,52 @@ impl Topology {
         ])?;
 
         let setup: [(&str, &[&str]); 12] = [
-            (client, &["ip", "addr", "add", "198.51.100.2/24", "dev", "c-wan"]),
-            (client, &["ip", "-6", "addr", "add", "2001:db8:100::2/64", "dev", "c-wan", "nodad"]),
+            (
+                client,
+                &["ip", "addr", "add", "198.51.100.2/24", "dev", "c-wan"],
+            ),
+            (
+                client,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    "2001:db8:100::2/64",
+                    "dev",
+                    "c-wan",
+                    "nodad",
+                ],
+            ),
             (client, &["ip", "link", "set", "c-wan", "up"]),
             // The client knows a route to the lab network through the gateway,
             // so a direct attempt really reaches the gateway's filter.
-            (client, &["ip", "route", "add", LAB_NETWORK, "via", "198.51.100.1"]),
-            (gateway, &["ip", "addr", "add", "198.51.100.1/24", "dev", WAN_INTERFACE]),
-            (gateway, &[
-                "ip", "-6", "addr", "add", "2001:db8:100::1/64", "dev", WAN_INTERFACE, "nodad",
-            ]),
+            (
+                client,
+                &["ip", "route", "add", LAB_NETWORK, "via", "198.51.100.1"],
+            ),
+            (
+                gateway,
+                &["ip", "addr", "add", "198.51.100.1/24", "dev", WAN_INTERFACE],
+            ),
+            (
+                gateway,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    "2001:db8:100::1/64",
+                    "dev",
+                    WAN_INTERFACE,
+                    "nodad",
+                ],
+            ),
             (gateway, &["ip", "link", "set", WAN_INTERFACE, "up"]),
-            (gateway, &["ip", "addr", "add", "10.20.0.1/24", "dev", "lan"]),
+            (
+                gateway,
+                &["ip", "addr", "add", "10.20.0.1/24", "dev", "lan"],
+            ),
             (gateway, &["ip", "link", "set", "lan", "up"]),
             (gateway, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]),
             (lab, &["ip", "addr", "add", "10.20.0.5/24", "dev", "l-lan"]),
@@ -118,7 +162,9 @@ impl Topology {
         }
 
         std::fs::create_dir_all(&self.pin_root)?;
-        run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&self.pin_root))?;
+        run(Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&self.pin_root))?;
         self.mounted = true;
         Ok(())
     }
