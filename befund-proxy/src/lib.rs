@@ -2,6 +2,7 @@
 //! operator tool's commands.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod firewall;

@@ -1,1 +1,5 @@
 //! `befundctl`'s subcommands, one module each.
+
+pub mod ca;
+pub mod cert;
+pub mod crl;
