@@ -206,4 +206,40 @@ mod tests {
             Some(rcgen::RevocationReason::KeyCompromise)
         );
     }
+
+    #[test]
+    fn each_crl_gets_a_higher_number_and_names_the_ca_key_and_revoked_serials() {
+        use crate::ca::{CaDir, CaKeyType, InitOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CaDir::new(tmp.path().join("ca"));
+        let options = InitOptions {
+            key: CaKeyType::EcdsaP384,
+            common_name: "Test CA".into(),
+            organization: None,
+            days: 30,
+        };
+        let ca = CertificateAuthority::init(&dir, &options).unwrap();
+        let mut registry = ca.registry().unwrap();
+
+        let mut numbers = Vec::new();
+        for _ in 0..3 {
+            let tx = registry.begin().unwrap();
+            let crl = sign_crl(&ca, &tx, 1).unwrap();
+            tx.commit().unwrap();
+            let der = pem::parse(&crl.pem).unwrap().into_contents();
+            let (_, parsed) = x509_parser::parse_x509_crl(&der).unwrap();
+            let number = parsed.crl_number().unwrap().to_u64_digits()[0];
+            assert_eq!(number, crl.number);
+            assert!(crl.this_update < crl.next_update);
+            numbers.push(number);
+        }
+
+        // `ca init` published number 1.
+        assert_eq!(numbers, vec![2, 3, 4]);
+        let tx = registry.begin().unwrap();
+        assert!(matches!(
+            sign_crl(&ca, &tx, 0),
+            Err(CaError::InvalidInput { .. })
+        ));
+    }
 }

@@ -425,6 +425,92 @@ fn check_dns_name(name: &str) -> Result<(), CaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ca::{CaDir, CaKeyType, InitOptions};
+
+    fn test_ca(tmp: &tempfile::TempDir) -> CertificateAuthority {
+        let options = InitOptions {
+            key: CaKeyType::EcdsaP384,
+            common_name: "Test CA".into(),
+            organization: Some("Labor Test".into()),
+            days: 30,
+        };
+        CertificateAuthority::init(&CaDir::new(tmp.path().join("ca")), &options).unwrap()
+    }
+
+    fn server_request(replace: bool) -> ServerRequest {
+        ServerRequest {
+            dns_names: vec!["befund.example".into()],
+            ip_addresses: vec![],
+            organization: None,
+            days: 30,
+            key: LeafKeyType::EcdsaP256,
+            out_dir: None,
+            replace,
+        }
+    }
+
+    #[test]
+    fn failed_issue_leaves_no_registry_row_and_no_new_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = test_ca(&tmp);
+        let mut registry = ca.registry().unwrap();
+        let server_dir = ca.dir().server();
+        fs::create_dir_all(&server_dir).unwrap();
+        fs::write(server_dir.join("server-chain.pem"), "old chain").unwrap();
+
+        let err = issue_server(&ca, &mut registry, &server_request(false)).unwrap_err();
+
+        assert!(matches!(err, CaError::OutputExists { .. }), "{err}");
+        assert!(registry.list().unwrap().is_empty());
+        let names: Vec<_> = fs::read_dir(&server_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec!["server-chain.pem".to_owned()]);
+        assert_eq!(
+            fs::read_to_string(server_dir.join("server-chain.pem")).unwrap(),
+            "old chain"
+        );
+    }
+
+    #[test]
+    fn replaced_server_certificate_keeps_the_previous_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = test_ca(&tmp);
+        let mut registry = ca.registry().unwrap();
+        let first = issue_server(&ca, &mut registry, &server_request(false)).unwrap();
+        let first_pem = fs::read_to_string(&first.cert_path).unwrap();
+
+        let second = issue_server(&ca, &mut registry, &server_request(true)).unwrap();
+
+        assert_ne!(first.record.serial, second.record.serial);
+        let previous = PathBuf::from(format!("{}.previous", second.cert_path.display()));
+        assert_eq!(fs::read_to_string(previous).unwrap(), first_pem);
+        assert_eq!(registry.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn client_certificate_inherits_the_ca_organization_and_is_bound_to_the_account() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = test_ca(&tmp);
+        let mut registry = ca.registry().unwrap();
+        let request = ClientRequest {
+            common_name: "ARZT0001".into(),
+            account: "dr.mueller".into(),
+            organization: None,
+            days: 30,
+            key: LeafKeyType::EcdsaP256,
+            out_dir: None,
+        };
+
+        let issued = issue_client(&ca, &mut registry, &request).unwrap();
+
+        assert_eq!(issued.record.subject, "CN=ARZT0001,O=Labor Test");
+        let stored = &registry.find("ARZT0001").unwrap()[0];
+        assert_eq!(stored.account.as_deref(), Some("dr.mueller"));
+        assert_eq!(stored.fingerprint, issued.record.fingerprint);
+        assert_eq!(stored.key_type, "ECDSA P-256");
+    }
 
     #[test]
     fn file_stem_keeps_safe_characters_and_replaces_the_rest() {

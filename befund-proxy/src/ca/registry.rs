@@ -561,3 +561,231 @@ impl std::fmt::Debug for RegistryTx<'_> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> CaIdentity {
+        CaIdentity {
+            fingerprint: "ab".repeat(32),
+            serial: "01".into(),
+            subject: "CN=Test CA".into(),
+        }
+    }
+
+    fn new_registry(dir: &tempfile::TempDir) -> Registry {
+        Registry::create(
+            &dir.path().join("registry.sqlite3"),
+            &identity(),
+            "2026-01-01T00:00:00Z",
+        )
+        .unwrap()
+    }
+
+    fn record(serial: &str, cn: &str) -> CertRecord {
+        CertRecord {
+            serial: serial.into(),
+            kind: CertKind::Client,
+            subject: format!("CN={cn}"),
+            cn: cn.into(),
+            account: Some("arzt".into()),
+            key_type: "RSA 2048".into(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2028-01-01T00:00:00Z".into(),
+            issued_at: format!("2026-01-01T00:00:0{}Z", serial.len() % 10),
+            fingerprint: format!("{serial:0>64}"),
+            status: "valid".into(),
+            revoked_at: None,
+            revocation_reason: None,
+            cert_pem: String::new(),
+            cert_path: None,
+            key_path: None,
+        }
+    }
+
+    fn insert(registry: &mut Registry, rec: &CertRecord) -> Result<(), CaError> {
+        let tx = registry.begin()?;
+        tx.insert(rec)?;
+        tx.commit()
+    }
+
+    #[test]
+    fn new_registry_has_current_schema_version_and_mode_0600() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let registry = new_registry(&dir);
+
+        let version: i64 = registry
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mode = std::fs::metadata(&registry.path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(registry.crl_number().unwrap(), 0);
+    }
+
+    #[test]
+    fn registry_from_a_newer_befundctl_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = new_registry(&dir).path;
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+
+        let err = Registry::open(&path).unwrap_err();
+
+        assert!(
+            matches!(err, CaError::RegistryVersion { found, .. } if found == SCHEMA_VERSION + 1)
+        );
+    }
+
+    #[test]
+    fn certificate_is_found_by_serial_in_any_spelling_and_by_cn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = new_registry(&dir);
+        insert(&mut registry, &record("5f3a09c2e1d4b7a8", "ARZT0001")).unwrap();
+
+        assert_eq!(registry.find("5F:3A:09:C2:E1:D4:B7:A8").unwrap().len(), 1);
+        assert_eq!(
+            registry.find("ARZT0001").unwrap()[0].serial,
+            "5f3a09c2e1d4b7a8"
+        );
+        assert!(registry.find("ARZT0002").unwrap().is_empty());
+    }
+
+    #[test]
+    fn serial_cannot_be_used_twice_even_for_another_cn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = new_registry(&dir);
+        insert(&mut registry, &record("0a0b", "ARZT0001")).unwrap();
+        let mut again = record("0a0b", "ARZT0002");
+        again.fingerprint = "f".repeat(64);
+
+        assert!(insert(&mut registry, &again).is_err());
+        let tx = registry.begin().unwrap();
+        assert!(!tx.serial_is_free(&Serial::parse("0a0b").unwrap()).unwrap());
+        assert!(
+            !tx.serial_is_free(&Serial::parse("01").unwrap()).unwrap(),
+            "the CA's serial"
+        );
+        assert!(tx.serial_is_free(&Serial::parse("0c").unwrap()).unwrap());
+    }
+
+    #[test]
+    fn uppercase_serial_is_rejected_by_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = new_registry(&dir);
+
+        assert!(insert(&mut registry, &record("0A0B", "ARZT0001")).is_err());
+    }
+
+    #[test]
+    fn client_certificate_without_account_is_rejected_by_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = new_registry(&dir);
+        let mut unbound = record("0d", "ARZT0001");
+        unbound.account = None;
+
+        assert!(insert(&mut registry, &unbound).is_err());
+    }
+
+    #[test]
+    fn dropped_transaction_leaves_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = new_registry(&dir);
+
+        {
+            let tx = registry.begin().unwrap();
+            tx.insert(&record("0e", "ARZT0001")).unwrap();
+        }
+
+        assert!(registry.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn revocation_is_recorded_once_and_listed_for_the_crl() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = new_registry(&dir);
+        insert(&mut registry, &record("0f", "ARZT0001")).unwrap();
+
+        let tx = registry.begin().unwrap();
+        tx.revoke(
+            "0f",
+            "2026-02-01T00:00:00Z",
+            RevocationReason::KeyCompromise,
+        )
+        .unwrap();
+        let again = tx.revoke("0f", "2026-02-02T00:00:00Z", RevocationReason::Superseded);
+        let revoked = tx.revoked().unwrap();
+        tx.commit().unwrap();
+
+        assert!(
+            matches!(again, Err(CaError::AlreadyRevoked { at, .. }) if at == "2026-02-01T00:00:00Z")
+        );
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].reason, RevocationReason::KeyCompromise);
+        let stored = &registry.find("0f").unwrap()[0];
+        assert!(stored.is_revoked());
+        assert_eq!(stored.revocation_reason.as_deref(), Some("key-compromise"));
+    }
+
+    #[test]
+    fn crl_number_increments_across_connections_and_rolls_back_with_its_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = new_registry(&dir);
+        let mut second = Registry::open(&first.path.clone()).unwrap();
+
+        let tx = first.begin().unwrap();
+        assert_eq!(tx.next_crl_number().unwrap(), 1);
+        tx.commit().unwrap();
+        let tx = second.begin().unwrap();
+        assert_eq!(tx.next_crl_number().unwrap(), 2);
+        drop(tx);
+        let tx = first.begin().unwrap();
+        assert_eq!(tx.next_crl_number().unwrap(), 2);
+        tx.commit().unwrap();
+
+        assert_eq!(second.crl_number().unwrap(), 2);
+    }
+
+    #[test]
+    fn registry_of_another_ca_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = new_registry(&dir);
+
+        assert!(registry.check_belongs_to(&"ab".repeat(32)).is_ok());
+        assert!(matches!(
+            registry.check_belongs_to(&"cd".repeat(32)),
+            Err(CaError::RegistryOtherCa { .. })
+        ));
+    }
+
+    #[test]
+    fn single_valid_picks_the_one_unrevoked_certificate_of_a_cn() {
+        let mut old = record("10", "ARZT0001");
+        old.status = "revoked".into();
+        let new = record("11", "ARZT0001");
+
+        assert_eq!(
+            single_valid(vec![old.clone(), new.clone()], "ARZT0001")
+                .unwrap()
+                .serial,
+            "11"
+        );
+        assert!(matches!(
+            single_valid(vec![new.clone(), record("12", "ARZT0001")], "ARZT0001"),
+            Err(CaError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            single_valid(vec![old.clone(), old], "ARZT0001"),
+            Err(CaError::AllRevoked(_))
+        ));
+        assert!(matches!(
+            single_valid(vec![], "X"),
+            Err(CaError::NotFound(_))
+        ));
+    }
+}
