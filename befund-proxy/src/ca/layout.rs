@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// | `crl.pem` | the current CRL, which the proxy loads | 0644 |
 /// | `issued/` | client certificates and keys | 0700 |
 /// | `server/` | the proxy's certificate, key and chain | 0700 |
+/// | `.crl.lock` | serialises CRL publication | 0600 |
 #[derive(Debug, Clone)]
 pub struct CaDir {
     root: PathBuf,

@@ -1,6 +1,8 @@
 //! `befundctl cert`: issue, list, show, revoke and export certificates of
 //! the lab's internal CA.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -234,16 +236,16 @@ fn list(args: ListArgs) -> Result<(), CaError> {
     let registry = open_registry(&args.dir)?;
     let records = registry.list()?;
     if args.json {
-        print_json(&records);
-        return Ok(());
+        return emit(&json(&records));
     }
 
-    println!(
-        "{:<32}  {:<6}  {:<20}  {:<16}  {:<20}  STATUS",
+    let mut out = format!(
+        "{:<32}  {:<6}  {:<20}  {:<16}  {:<20}  STATUS\n",
         "SERIAL", "KIND", "CN", "ACCOUNT", "NOT AFTER"
     );
     for record in &records {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<32}  {:<6}  {:<20}  {:<16}  {:<20}  {}",
             record.serial,
             kind_name(record),
@@ -253,7 +255,7 @@ fn list(args: ListArgs) -> Result<(), CaError> {
             status(record)
         );
     }
-    Ok(())
+    emit(&out)
 }
 
 fn show(args: ShowArgs) -> Result<(), CaError> {
@@ -263,43 +265,43 @@ fn show(args: ShowArgs) -> Result<(), CaError> {
         return Err(CaError::NotFound(args.selector));
     }
     if args.json {
-        print_json(&records);
-        return Ok(());
+        return emit(&json(&records));
     }
 
-    for (i, record) in records.iter().enumerate() {
-        if i > 0 {
-            println!();
-        }
-        print_record(record);
-    }
-    Ok(())
+    let shown: Vec<String> = records.iter().map(describe).collect();
+    emit(&shown.join("\n"))
 }
 
-fn print_record(record: &CertRecord) {
+fn describe(record: &CertRecord) -> String {
     let issuer = CertInfo::from_der(&pem_der(&record.cert_pem))
         .map(|info| info.issuer)
         .unwrap_or_default();
-    println!("subject:     {}", record.subject);
-    println!("issuer:      {issuer}");
-    println!("serial:      {}", record.serial);
-    println!("kind:        {}", kind_name(record));
-    println!("account:     {}", record.account.as_deref().unwrap_or("-"));
-    println!("key type:    {}", record.key_type);
-    println!("SHA-256:     {}", record.fingerprint);
-    println!("not before:  {}", record.not_before);
-    println!("not after:   {}", record.not_after);
-    println!("issued at:   {}", record.issued_at);
-    match (&record.revoked_at, &record.revocation_reason) {
-        (Some(at), Some(reason)) => println!("status:      revoked at {at} ({reason})"),
-        _ => println!("status:      {}", status(record)),
-    }
+    let status = match (&record.revoked_at, &record.revocation_reason) {
+        (Some(at), Some(reason)) => format!("revoked at {at} ({reason})"),
+        _ => status(record).to_owned(),
+    };
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "{label:<12} {value}");
+    };
+    line("subject:", &record.subject);
+    line("issuer:", &issuer);
+    line("serial:", &record.serial);
+    line("kind:", kind_name(record));
+    line("account:", record.account.as_deref().unwrap_or("-"));
+    line("key type:", &record.key_type);
+    line("SHA-256:", &record.fingerprint);
+    line("not before:", &record.not_before);
+    line("not after:", &record.not_after);
+    line("issued at:", &record.issued_at);
+    line("status:", &status);
     if let Some(path) = &record.cert_path {
-        println!("certificate: {path}");
+        line("certificate:", path);
     }
     if let Some(path) = &record.key_path {
-        println!("key:         {path}");
+        line("key:", path);
     }
+    out
 }
 
 fn revoke(args: RevokeArgs) -> Result<(), CaError> {
@@ -419,9 +421,23 @@ fn pem_der(pem_text: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("befundctl: cannot format JSON: {e}"),
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // Serialising plain strings and options cannot fail.
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<(), CaError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CaError::Io {
+            action: "write to",
+            path: PathBuf::from("standard output"),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
