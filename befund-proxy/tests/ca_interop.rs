@@ -832,3 +832,84 @@ fn init_refuses_to_overwrite_an_existing_ca() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn parallel_crl_runs_get_distinct_numbers_and_the_newest_crl_stays_published() {
+    let lab = Lab::with_ca(&[]);
+    let (serial, _) = lab.issue_client("ARZT0010", "dr.klein", &[]);
+    lab.ok(&[
+        "cert",
+        "revoke",
+        &serial,
+        "--reason",
+        "cessation-of-operation",
+    ]);
+
+    // Start all six before waiting for any.
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(BEFUNDCTL)
+                .arg("crl")
+                .arg("--dir")
+                .arg(lab.ca_dir())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("befundctl starts")
+        })
+        .collect();
+    let mut numbers = HashSet::new();
+    for child in children {
+        let out = child.wait_with_output().expect("befundctl finishes");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let number: u64 = stdout
+            .split_whitespace()
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no CRL number in {stdout}"));
+        assert!(numbers.insert(number), "CRL number {number} issued twice");
+    }
+
+    let (published, serials, _, _) = parse_crl(&lab.ca_file("crl.pem"));
+    assert_eq!(Some(&published), numbers.iter().max());
+    assert_eq!(
+        published, 8,
+        "1 from init, 2 from the revocation, then six more"
+    );
+    assert_eq!(serials, vec![serial]);
+}
+
+#[test]
+fn ca_key_never_appears_in_any_output() {
+    let lab = Lab::empty();
+    let mut outputs = Vec::new();
+    let mut run = |args: &[&str]| {
+        let out = lab.run(args);
+        outputs.push(text(&out.stdout) + &text(&out.stderr));
+    };
+    run(&["ca", "init"]);
+    run(&["cert", "issue", "--cn", "ARZT0011", "--user", "dr.wolf"]);
+    run(&["cert", "server", "--dns", "befund.labor.example"]);
+    run(&["cert", "list", "--json"]);
+    run(&["cert", "show", "ARZT0011"]);
+    run(&["cert", "revoke", "ARZT0011", "--reason", "superseded"]);
+    run(&["crl"]);
+    run(&["ca", "init"]);
+
+    let key_pem = fs::read_to_string(lab.ca_file("ca.key")).unwrap();
+    let body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(body.len() > 100);
+    for chunk in body.as_bytes().chunks_exact(24) {
+        let chunk = std::str::from_utf8(chunk).unwrap();
+        for output in &outputs {
+            assert!(
+                !output.contains(chunk),
+                "CA key material in output:\n{output}"
+            );
+        }
+    }
+}

@@ -198,15 +198,28 @@ fn issue(
     mut params: CertificateParams,
     plan: &Plan,
 ) -> Result<Issued, CaError> {
+    let now = inspect::now();
+    let not_after = now + Duration::days(i64::from(plan.days));
+    let ca_end = ca.info().not_after;
+    if not_after > ca_end {
+        return Err(CaError::invalid(
+            "validity",
+            format!(
+                "the CA certificate is valid only until {}, before the requested end {}; \
+                 ask for fewer --days or create a new CA",
+                inspect::rfc3339(ca_end),
+                inspect::rfc3339(not_after)
+            ),
+        ));
+    }
     let key = plan.key_type.generate()?;
     files::ensure_dir(&plan.out_dir, KEY_DIR_MODE)?;
 
     let tx = registry.begin()?;
     let serial = fresh_serial(&tx)?;
-    let now = inspect::now();
     params.serial_number = Some(SerialNumber::from_slice(serial.as_bytes()));
     params.not_before = now - BACKDATE;
-    params.not_after = now + Duration::days(i64::from(plan.days));
+    params.not_after = not_after;
     params.is_ca = IsCa::ExplicitNoCa;
     params.use_authority_key_identifier_extension = true;
 
@@ -471,6 +484,21 @@ mod tests {
             fs::read_to_string(server_dir.join("server-chain.pem")).unwrap(),
             "old chain"
         );
+    }
+
+    #[test]
+    fn certificate_outliving_the_ca_is_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = test_ca(&tmp);
+        let mut registry = ca.registry().unwrap();
+        let mut request = server_request(false);
+        request.days = 31;
+
+        let err = issue_server(&ca, &mut registry, &request).unwrap_err();
+
+        assert!(err.to_string().contains("fewer --days"), "{err}");
+        assert!(!ca.dir().server().exists());
+        assert!(registry.list().unwrap().is_empty());
     }
 
     #[test]
