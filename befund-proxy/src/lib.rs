@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_protocol;
+pub mod ca;
 pub mod cidr;
 pub mod cli;
 pub mod config;
