@@ -19,7 +19,8 @@ use super::registry::RegistryTx;
 pub const DEFAULT_CRL_DAYS: u32 = 7;
 
 /// Why a certificate was revoked (RFC 5280 section 5.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RevocationReason {
     /// No reason given (the CRL entry then carries no reason code).
     Unspecified,

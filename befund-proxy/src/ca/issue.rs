@@ -23,7 +23,7 @@ use super::error::CaError;
 use super::files::{self, PRIVATE_MODE, PUBLIC_MODE, PlacedFile, StagedFile};
 use super::inspect::{self, CertInfo};
 use super::keys::LeafKeyType;
-use super::registry::{CertKind, CertRecord, Registry, RegistryTx};
+use super::registry::{CertKind, CertRecord, CertStatus, Registry, RegistryTx};
 use super::serial::Serial;
 
 /// Mode of the directories holding issued keys.
@@ -282,9 +282,8 @@ fn record(
         not_after: inspect::rfc3339(info.not_after),
         issued_at: inspect::rfc3339(now),
         fingerprint: info.fingerprint.clone(),
-        status: "valid".into(),
-        revoked_at: None,
-        revocation_reason: None,
+        status: CertStatus::Valid,
+        revocation: None,
         cert_pem,
         cert_path: Some(absolute(&paths.cert)),
         key_path: Some(absolute(&paths.key)),

@@ -28,5 +28,8 @@ pub use inspect::{CertInfo, fingerprint, now, rfc3339};
 pub use issue::{ClientRequest, Issued, ServerRequest, issue_client, issue_server};
 pub use keys::{CaKeyType, LeafKeyType};
 pub use layout::CaDir;
-pub use registry::{CertKind, CertRecord, Registry, RegistryTx, SCHEMA_VERSION, single_valid};
+pub use registry::{
+    CertKind, CertRecord, CertStatus, Registry, RegistryTx, Revocation, SCHEMA_VERSION,
+    single_valid,
+};
 pub use serial::Serial;

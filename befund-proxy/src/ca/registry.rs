@@ -79,6 +79,22 @@ impl CertKind {
     }
 }
 
+/// Whether a certificate may still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertStatus {
+    Valid,
+    Revoked,
+}
+
+/// When and why a certificate was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revocation {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub reason: RevocationReason,
+}
+
 /// One registry row.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertRecord {
@@ -95,10 +111,9 @@ pub struct CertRecord {
     pub issued_at: String,
     /// SHA-256 of the DER, lowercase hex.
     pub fingerprint: String,
-    /// `valid` or `revoked`.
-    pub status: String,
-    pub revoked_at: Option<String>,
-    pub revocation_reason: Option<String>,
+    pub status: CertStatus,
+    /// Set exactly when `status` is `Revoked`.
+    pub revocation: Option<Revocation>,
     #[serde(skip)]
     pub cert_pem: String,
     pub cert_path: Option<String>,
@@ -108,11 +123,22 @@ pub struct CertRecord {
 impl CertRecord {
     /// Whether the certificate has been revoked.
     pub fn is_revoked(&self) -> bool {
-        self.status == "revoked"
+        self.status == CertStatus::Revoked
     }
 
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         let kind: String = row.get("kind")?;
+        let revoked_at: Option<String> = row.get("revoked_at")?;
+        let reason: Option<String> = row.get("revocation_reason")?;
+        // The schema's CHECK sets both or neither; an unknown reason (from a
+        // newer befundctl) still counts as revoked.
+        let revocation = revoked_at.map(|at| Revocation {
+            at,
+            reason: reason
+                .as_deref()
+                .and_then(RevocationReason::from_str_opt)
+                .unwrap_or(RevocationReason::Unspecified),
+        });
         Ok(Self {
             serial: row.get("serial")?,
             kind: if kind == "server" {
@@ -128,9 +154,12 @@ impl CertRecord {
             not_after: row.get("not_after")?,
             issued_at: row.get("issued_at")?,
             fingerprint: row.get("fingerprint")?,
-            status: row.get("status")?,
-            revoked_at: row.get("revoked_at")?,
-            revocation_reason: row.get("revocation_reason")?,
+            status: if revocation.is_some() {
+                CertStatus::Revoked
+            } else {
+                CertStatus::Valid
+            },
+            revocation,
             cert_pem: row.get("cert_pem")?,
             cert_path: row.get("cert_path")?,
             key_path: row.get("key_path")?,
@@ -377,8 +406,7 @@ impl RegistryTx<'_> {
             issued_at,
             fingerprint,
             status: _,
-            revoked_at: _,
-            revocation_reason: _,
+            revocation: _,
             cert_pem,
             cert_path,
             key_path,
@@ -428,7 +456,7 @@ impl RegistryTx<'_> {
         }
         match find(&self.tx, serial, &self.path)?.into_iter().next() {
             Some(CertRecord {
-                revoked_at: Some(at),
+                revocation: Some(Revocation { at, .. }),
                 ..
             }) => Err(CaError::AlreadyRevoked {
                 serial: serial.to_owned(),
@@ -440,27 +468,27 @@ impl RegistryTx<'_> {
 
     /// Every revoked certificate, in revocation order.
     pub fn revoked(&self) -> Result<Vec<RevokedEntry>, CaError> {
-        select(
+        let records = select(
             &self.tx,
             "WHERE status = 'revoked' ORDER BY revoked_at, serial",
             [],
             &self.path,
-        )?
-        .into_iter()
-        .map(|record| {
-            let reason = record
-                .revocation_reason
-                .as_deref()
-                .and_then(RevocationReason::from_str_opt)
-                .unwrap_or(RevocationReason::Unspecified);
-            Ok(RevokedEntry {
-                serial: Serial::parse(&record.serial)
-                    .ok_or_else(|| CaError::invalid("registry serial", record.serial.clone()))?,
-                revoked_at: record.revoked_at.unwrap_or_default(),
-                reason,
+        )?;
+        records
+            .into_iter()
+            .map(|record| {
+                let serial = Serial::parse(&record.serial)
+                    .ok_or_else(|| CaError::invalid("registry serial", record.serial.clone()))?;
+                let Revocation { at, reason } = record
+                    .revocation
+                    .ok_or_else(|| CaError::invalid("registry entry", record.serial.clone()))?;
+                Ok(RevokedEntry {
+                    serial,
+                    revoked_at: at,
+                    reason,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     /// Increments the CRL number and returns the new one. Under the write
@@ -595,9 +623,8 @@ mod tests {
             not_after: "2028-01-01T00:00:00Z".into(),
             issued_at: format!("2026-01-01T00:00:0{}Z", serial.len() % 10),
             fingerprint: format!("{serial:0>64}"),
-            status: "valid".into(),
-            revoked_at: None,
-            revocation_reason: None,
+            status: CertStatus::Valid,
+            revocation: None,
             cert_pem: String::new(),
             cert_path: None,
             key_path: None,
@@ -729,7 +756,10 @@ mod tests {
         assert_eq!(revoked[0].reason, RevocationReason::KeyCompromise);
         let stored = &registry.find("0f").unwrap()[0];
         assert!(stored.is_revoked());
-        assert_eq!(stored.revocation_reason.as_deref(), Some("key-compromise"));
+        assert_eq!(
+            stored.revocation.as_ref().map(|r| r.reason),
+            Some(RevocationReason::KeyCompromise)
+        );
     }
 
     #[test]
@@ -766,7 +796,7 @@ mod tests {
     #[test]
     fn single_valid_picks_the_one_unrevoked_certificate_of_a_cn() {
         let mut old = record("10", "ARZT0001");
-        old.status = "revoked".into();
+        old.status = CertStatus::Revoked;
         let new = record("11", "ARZT0001");
 
         assert_eq!(

@@ -276,9 +276,13 @@ fn describe(record: &CertRecord) -> String {
     let issuer = CertInfo::from_der(&pem_der(&record.cert_pem))
         .map(|info| info.issuer)
         .unwrap_or_default();
-    let status = match (&record.revoked_at, &record.revocation_reason) {
-        (Some(at), Some(reason)) => format!("revoked at {at} ({reason})"),
-        _ => status(record).to_owned(),
+    let status = match &record.revocation {
+        Some(revocation) => format!(
+            "revoked at {} ({})",
+            revocation.at,
+            revocation.reason.as_str()
+        ),
+        None => status(record).to_owned(),
     };
     let mut out = String::new();
     let mut line = |label: &str, value: &str| {
@@ -359,10 +363,10 @@ fn export(args: ExportArgs) -> Result<(), CaError> {
     let registry = Registry::open(&ca_dir.registry())?;
     registry.check_belongs_to(&ca::fingerprint(&ca_der))?;
     let record = ca::single_valid(registry.find(&selector)?, &selector)?;
-    if record.is_revoked() {
+    if let Some(revocation) = record.revocation {
         return Err(CaError::AlreadyRevoked {
             serial: record.serial,
-            at: record.revoked_at.unwrap_or_default(),
+            at: revocation.at,
         });
     }
 
