@@ -88,8 +88,8 @@ impl Pki {
                 .arg(&ca_dir)
                 .args(["--cn", cn, "--user", account, "--out-dir"])
                 .arg(&cert_dir))?;
-            let cert = cert_dir.join(format!("{cn}.crt"));
-            let key = cert_dir.join(format!("{cn}.key"));
+            let cert = only_file(&cert_dir, "crt")?;
+            let key = only_file(&cert_dir, "key")?;
             let password_file = dir.join(format!("{account}.password"));
             std::fs::write(&password_file, password)?;
             physicians.push(Physician {
@@ -176,6 +176,27 @@ pub fn fingerprint(cert: &Path) -> Result<String> {
         .map(|(_, hex)| hex.replace(':', "").to_ascii_lowercase())
         .context("openssl printed no fingerprint")?;
     Ok(hex)
+}
+
+/// The one file with extension `ext` in `dir` (befundctl names issued
+/// files after CN and serial).
+fn only_file(dir: &Path, ext: &str) -> Result<PathBuf> {
+    let mut found = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == ext) {
+            found.push(path);
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "expected one .{ext} file in {}, found {found:?}",
+            dir.display()
+        ),
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
