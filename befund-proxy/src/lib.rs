@@ -2,6 +2,12 @@
 //! operator tool's commands.
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod firewall;
+pub mod logging;
+pub mod privileges;
+pub mod proxy;
+pub mod tls;
