@@ -237,8 +237,8 @@ async fn each_request_writes_one_audit_line_to_a_0640_file() {
     );
     let response = exchange(config.clone(), proxy.addr, &request).await;
     assert_eq!(status_of(response.response()), 200);
-    let request = format!("GET /x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n");
-    let response = exchange(config, proxy.addr, &request).await;
+    let request = "GET /x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n";
+    let response = exchange(config, proxy.addr, request).await;
     assert_eq!(status_of(response.response()), 421);
 
     let path = setup.path("audit.jsonl");

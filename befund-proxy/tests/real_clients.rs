@@ -34,15 +34,14 @@ async fn run(program: &str, args: &[String], stdin: &[u8]) -> Output {
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin).await.unwrap();
     // s_client exits once the server closes; keep stdin open until then.
-    let output = tokio::time::timeout(Duration::from_secs(60), async move {
-        let output = child.wait_with_output();
-        let _keep = input;
-        output.await
+    tokio::time::timeout(Duration::from_secs(60), async move {
+        let output = child.wait_with_output().await;
+        drop(input);
+        output
     })
     .await
     .expect("client finished")
-    .unwrap();
-    output
+    .unwrap()
 }
 
 fn curl_args(setup: &Setup, port: u16, http: &str, cert: Option<(&str, &str)>) -> Vec<String> {

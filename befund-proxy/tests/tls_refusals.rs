@@ -10,7 +10,6 @@ use std::time::Duration;
 use befund_proxy::tls::RefusalReason;
 use rustls::AlertDescription;
 
-use common::pki::Issued;
 use common::{
     ClientAuth, LogCapture, Options, RecordingUpstream, RunningProxy, Setup, client_config,
     exchange, get, status_of,
@@ -224,5 +223,3 @@ async fn plain_http_on_the_https_port_is_a_protocol_refusal() {
     assert_eq!(proxy.metrics.refusals.get(RefusalReason::Protocol), 1);
     proxy.stop().await;
 }
-
-fn _uses(_: &Issued) {}

@@ -82,7 +82,7 @@ fn decode_string(value: &Any<'_>) -> Option<String> {
         | Tag::NumericString
         | Tag::VisibleString => String::from_utf8(data.to_vec()).ok(),
         Tag::BmpString => {
-            if data.len() % 2 != 0 {
+            if !data.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = data
@@ -92,7 +92,7 @@ fn decode_string(value: &Any<'_>) -> Option<String> {
             String::from_utf16(&units).ok()
         }
         Tag::UniversalString => {
-            if data.len() % 4 != 0 {
+            if !data.len().is_multiple_of(4) {
                 return None;
             }
             data.chunks_exact(4)

@@ -292,10 +292,12 @@ fn load_crls(
         .map_err(|e| file.error(format!("the CRL is not usable: {e}")))?;
         let known_issuer = cas.iter().any(|ca| ca.subject_der == info.issuer_der);
         if !known_issuer {
-            tracing::warn!(
+            // Normal for an intermediate CA that clients send along; a typo'd
+            // file would show here too, so say it.
+            tracing::info!(
                 file = %path.display(), issuer = %info.issuer,
-                "CRL issuer is not one of the client CAs; it only takes effect for intermediates \
-                 that clients send"
+                "CRL issuer is not in tls.client_ca; it applies to certificates issued by that \
+                 (intermediate) CA"
             );
         }
         ders.push(der);

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use tempfile::TempDir;
@@ -508,16 +508,6 @@ impl LogCapture {
             .map(str::to_owned)
             .collect()
     }
-}
-
-/// Private key DER of an issued certificate (for rustls test clients).
-pub fn key_of(issued: &Issued) -> PrivateKeyDer<'static> {
-    issued.key_der()
-}
-
-/// DER of a certificate.
-pub fn der_of(issued: &Issued) -> CertificateDer<'static> {
-    issued.der.clone()
 }
 
 /// Waits until `path` has at least `n` lines (the audit line is written when
