@@ -4,13 +4,18 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use befund_proxy::tls::RefusalReason;
+use befund_proxy::tls::{RefusalReason, TlsState};
+use rcgen::SerialNumber;
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use common::pki::{REVOKED_SERIAL, SERVER_NAME};
 use common::{
     ClientAuth, LogCapture, Options, RecordingUpstream, RunningProxy, Setup, client_config,
-    exchange, get, status_of,
+    connect, exchange, get, status_of,
 };
 
 async fn wait_for_refusal(proxy: &RunningProxy, reason: RefusalReason) {
@@ -140,5 +145,55 @@ async fn fresh_crls_log_no_warning() {
         "{}",
         logs.text()
     );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn swapped_in_crl_applies_to_new_connections_while_open_ones_continue() {
+    let _logs = LogCapture::start();
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let setup = Setup::new(&Options {
+        upstream: upstream.url(),
+        ..Options::default()
+    });
+    let proxy = RunningProxy::start(&setup.config()).await;
+    let pki = &setup.pki;
+    let client = client_config(pki, ClientAuth::Cert(&pki.valid), &[b"http/1.1"]);
+    let keep_alive = format!("GET / HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n");
+
+    let mut open = connect(client.clone(), proxy.addr).await.unwrap();
+    open.write_all(keep_alive.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = open.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // The lab revokes the certificate and the new CRL is loaded.
+    let now = OffsetDateTime::now_utc();
+    let crl = pki.intermediate.crl(
+        &[
+            SerialNumber::from(REVOKED_SERIAL),
+            SerialNumber::from(0x5f3a_09c2_e1d4_b7a8_u64),
+        ],
+        now - time::Duration::hours(1),
+        now + time::Duration::days(30),
+    );
+    std::fs::write(setup.path("client-ca.crl"), crl).unwrap();
+    proxy
+        .tls
+        .store(Arc::new(TlsState::load(&setup.config()).unwrap()));
+
+    let outcome = exchange(client, proxy.addr, &get("/", proxy.addr.port())).await;
+    assert_eq!(
+        outcome.alert(),
+        Some(rustls::AlertDescription::CertificateRevoked)
+    );
+
+    open.write_all(keep_alive.as_bytes()).await.unwrap();
+    let n = open.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the established connection keeps its state"
+    );
+    assert_eq!(upstream.recorded().len(), 2);
     proxy.stop().await;
 }

@@ -80,6 +80,13 @@ async fn forward(
     record: &mut RequestRecord,
 ) -> Result<Response<Incoming>, Failure> {
     let (mut parts, body) = request.into_parts();
+    if parts.method == http::Method::CONNECT {
+        return Err(Failure::new(
+            FailureKind::MethodNotAllowed,
+            Side::Client,
+            "CONNECT: the proxy opens no tunnels".into(),
+        ));
+    }
     let host = check_authority(
         &parts.uri,
         &parts.headers,
@@ -197,6 +204,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FailureKind {
     BadRequest,
+    MethodNotAllowed,
     Misdirected,
     UpstreamUnreachable,
     UpstreamFailed,
@@ -239,6 +247,9 @@ impl Failure {
     fn status_and_text(&self) -> (StatusCode, &'static str) {
         match self.kind {
             FailureKind::BadRequest => (StatusCode::BAD_REQUEST, "bad request\n"),
+            FailureKind::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
             FailureKind::Misdirected => (StatusCode::MISDIRECTED_REQUEST, "misdirected request\n"),
             FailureKind::UpstreamUnreachable | FailureKind::UpstreamFailed => {
                 (StatusCode::BAD_GATEWAY, "bad gateway\n")
@@ -272,7 +283,7 @@ impl Failure {
         let detail = &self.detail;
         let (method, path) = (&record.method, &record.path);
         match self.kind {
-            FailureKind::BadRequest | FailureKind::Misdirected => {
+            FailureKind::BadRequest | FailureKind::MethodNotAllowed | FailureKind::Misdirected => {
                 tracing::warn!(%peer, side, %method, %path, %detail, "request refused");
             }
             FailureKind::UpstreamUnreachable => {

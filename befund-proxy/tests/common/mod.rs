@@ -55,6 +55,8 @@ pub struct Options {
     pub extra_limits: String,
     pub response_timeout: &'static str,
     pub strip_headers: Vec<String>,
+    /// Further lines for `[upstream]`.
+    pub upstream_extra: String,
 }
 
 impl Default for Options {
@@ -66,6 +68,7 @@ impl Default for Options {
             extra_limits: String::new(),
             response_timeout: "5s",
             strip_headers: vec![],
+            upstream_extra: String::new(),
         }
     }
 }
@@ -120,6 +123,7 @@ crl_expired = "{crl_expired}"
 url = "{upstream}"
 connect_timeout = "2s"
 response_timeout = "{response_timeout}"
+{upstream_extra}
 
 [identity]
 secret_file = {secret:?}
@@ -134,6 +138,7 @@ audit = {audit:?}
             crl_expired = options.crl_expired,
             upstream = options.upstream,
             response_timeout = options.response_timeout,
+            upstream_extra = options.upstream_extra,
             strip = strip.join(", "),
             extra_limits = options.extra_limits,
             audit = d.join("audit.jsonl"),
@@ -186,6 +191,7 @@ audit = {audit:?}
 pub struct RunningProxy {
     pub addr: SocketAddr,
     pub metrics: Arc<ProxyMetrics>,
+    pub tls: befund_proxy::tls::SharedTlsState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -195,6 +201,7 @@ impl RunningProxy {
         let bound = Proxy::load(config).unwrap().bind().unwrap();
         let addr = bound.local_addrs()[0];
         let metrics = bound.metrics();
+        let tls = bound.tls_state();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             bound
@@ -207,6 +214,7 @@ impl RunningProxy {
         Self {
             addr,
             metrics,
+            tls,
             stop: Some(stop),
             task: Some(task),
         }
