@@ -12,7 +12,7 @@ use rustls::AlertDescription;
 
 use common::{
     ClientAuth, LogCapture, Options, RecordingUpstream, RunningProxy, Setup, client_config,
-    exchange, get, status_of,
+    client_config_for, exchange, get, status_of,
 };
 
 struct Case<'a> {
@@ -221,5 +221,52 @@ async fn plain_http_on_the_https_port_is_a_protocol_refusal() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(proxy.metrics.refusals.get(RefusalReason::Protocol), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn tls12_clients_are_held_to_the_same_policy() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let setup = Setup::new(&Options {
+        upstream: upstream.url(),
+        ..Options::default()
+    });
+    let proxy = RunningProxy::start(&setup.config()).await;
+    let pki = &setup.pki;
+    let tls12 = &[&rustls::version::TLS12];
+
+    let none = client_config_for(pki, ClientAuth::None, &[b"http/1.1"], tls12);
+    let outcome = exchange(none, proxy.addr, &get("/", proxy.addr.port())).await;
+    assert!(
+        matches!(outcome, common::Exchange::TlsFailed(..)),
+        "{outcome:?}"
+    );
+
+    let wrong_key = client_config_for(
+        pki,
+        ClientAuth::WrongKey(&pki.valid, &pki.other_ca),
+        &[b"http/1.1"],
+        tls12,
+    );
+    let outcome = exchange(wrong_key, proxy.addr, &get("/", proxy.addr.port())).await;
+    assert_eq!(
+        outcome.alert(),
+        Some(AlertDescription::DecryptError),
+        "{outcome:?}"
+    );
+
+    let valid = client_config_for(pki, ClientAuth::Cert(&pki.valid), &[b"http/1.1"], tls12);
+    let stream = common::connect(valid.clone(), proxy.addr).await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    drop(stream);
+    let response = exchange(valid, proxy.addr, &get("/", proxy.addr.port())).await;
+    assert_eq!(status_of(response.response()), 200);
+    assert_eq!(upstream.recorded().len(), 1);
+    let metrics = proxy.metrics.clone();
+    assert!(common::eventually(|| metrics.refusals.get(RefusalReason::NoCertificate) == 1).await);
+    assert!(common::eventually(|| metrics.refusals.get(RefusalReason::BadSignature) == 1).await);
     proxy.stop().await;
 }

@@ -128,3 +128,52 @@ impl LimitsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humantime_durations_and_defaults_are_read() {
+        let limits: LimitsConfig =
+            toml::from_str("header_read_timeout = \"2s\"\nidle_timeout = \"1m 30s\"").unwrap();
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(limits.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_connections.get(), 1024);
+    }
+
+    #[test]
+    fn duration_without_unit_is_a_parse_error_naming_the_key() {
+        let err = toml::from_str::<LimitsConfig>("handshake_timeout = \"10\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("handshake_timeout"), "{err}");
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected_with_the_key() {
+        let limits: LimitsConfig = toml::from_str("idle_timeout = \"0s\"").unwrap();
+        let err = limits
+            .validate(Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "b.toml: key `limits.idle_timeout`: a zero timeout would close every connection; use e.g. \"10s\""
+        );
+    }
+
+    #[test]
+    fn header_limit_below_hypers_buffer_is_rejected() {
+        let limits: LimitsConfig = toml::from_str("max_header_size = 1024").unwrap();
+        let err = limits
+            .validate(Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1024 bytes is below the minimum of 8192"),
+            "{err}"
+        );
+    }
+}

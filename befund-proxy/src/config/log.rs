@@ -96,3 +96,44 @@ impl LogConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_target_is_stdout_or_a_path() {
+        let log: LogConfig = toml::from_str("audit = \"stdout\"").unwrap();
+        assert_eq!(log.audit, AuditTarget::Stdout);
+        let log: LogConfig = toml::from_str("audit = \"/var/log/befund/audit.jsonl\"").unwrap();
+        assert_eq!(
+            log.audit,
+            AuditTarget::File("/var/log/befund/audit.jsonl".into())
+        );
+    }
+
+    #[test]
+    fn relative_audit_path_is_rejected() {
+        let log: LogConfig = toml::from_str("audit = \"audit.jsonl\"").unwrap();
+        let err = log.validate(Path::new("b.toml")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("b.toml: key `log.audit`: `audit.jsonl` is relative"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_format_is_a_parse_error() {
+        assert!(toml::from_str::<LogConfig>("format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn invalid_level_filter_is_rejected() {
+        let log: LogConfig = toml::from_str("level = \"loud[\"").unwrap();
+        let err = log.validate(Path::new("b.toml")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("b.toml: key `log.level`: `loud[` is not a log filter"),
+            "{err}"
+        );
+    }
+}

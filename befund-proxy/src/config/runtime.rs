@@ -33,3 +33,23 @@ impl RuntimeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_as_runtime_user_is_rejected() {
+        let runtime = RuntimeConfig {
+            user: Some("root".into()),
+        };
+        let err = runtime
+            .validate(Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("b.toml: key `runtime.user`: `root` is no unprivileged user"),
+            "{err}"
+        );
+    }
+}

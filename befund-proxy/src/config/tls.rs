@@ -43,6 +43,16 @@ pub enum CrlExpiredPolicy {
     Warn,
 }
 
+impl CrlExpiredPolicy {
+    /// The value as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Warn => "warn",
+        }
+    }
+}
+
 fn default_crl_warning_days() -> u32 {
     7
 }

@@ -95,7 +95,7 @@ impl Proxy {
         );
         tracing::info!(
             client_cas = ?tls.client_cas, crls = tls.crl_monitor.crls().len(),
-            crl_expired = ?config.tls.crl_expired, "client certificate policy loaded"
+            crl_expired = config.tls.crl_expired.as_str(), "client certificate policy loaded"
         );
         tls.crl_monitor.log_standing(SystemTime::now());
 

@@ -365,11 +365,21 @@ pub enum ClientAuth<'a> {
 
 /// A rustls client trusting the test root, with ALPN `alpn`.
 pub fn client_config(pki: &Pki, auth: ClientAuth<'_>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_for(pki, auth, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// Like [`client_config`], limited to the TLS `versions`.
+pub fn client_config_for(
+    pki: &Pki,
+    auth: ClientAuth<'_>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(pki.root.cert.der.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     let mut config = match auth {
@@ -530,4 +540,16 @@ pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{} never reached {n} lines", path.display());
+}
+
+/// Waits up to ten seconds for `condition` (server-side bookkeeping can trail
+/// what the client already saw).
+pub async fn eventually(condition: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
 }
