@@ -1,1 +1,5 @@
 //! Shared helpers of the privileged integration tests.
+
+pub mod gateway;
+pub mod netns;
+pub mod traffic;
