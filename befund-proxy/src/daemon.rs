@@ -93,7 +93,7 @@ fn log_start(config: &Config, report: &StartReport) {
         pin_root = %fw.pin_root.display(),
         rules = report.rules,
         local_addresses = report.local_addresses,
-        lockdown = fw.lockdown,
+        lockdown = report.lockdown,
         "firewall attached"
     );
 }

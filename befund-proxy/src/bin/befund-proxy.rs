@@ -1,6 +1,6 @@
 //! `befund-proxy`: the gateway daemon.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use befund_proxy::{config::DEFAULT_CONFIG_PATH, daemon};
 use clap::{Parser, Subcommand};
@@ -39,6 +39,8 @@ async fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     match Cli::parse().command {
