@@ -11,7 +11,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
@@ -37,6 +37,10 @@ pub const PROTECTED_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20));
 pub const CLIENT_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100));
 /// A second client address that the configuration blocks.
 pub const BLOCKED_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200));
+/// The proxy's IPv6 address.
+pub const PROXY_ADDR6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));
+/// The client's IPv6 address.
+pub const CLIENT_ADDR6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100));
 /// The proxy port the configuration opens.
 pub const PROXY_PORT: u16 = 443;
 
@@ -138,6 +142,23 @@ impl Gateway {
         for addr in [GATEWAY_ADDR, PROXY_ADDR, PROTECTED_ADDR] {
             gw.ip(&["addr", "add", &format!("{addr}/24"), "dev", &veth.b])?;
         }
+        // nodad: usable at once, without waiting for duplicate detection.
+        client.ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT_ADDR6}/64"),
+            "dev",
+            &veth.a,
+            "nodad",
+        ])?;
+        gw.ip(&[
+            "addr",
+            "add",
+            &format!("{PROXY_ADDR6}/64"),
+            "dev",
+            &veth.b,
+            "nodad",
+        ])?;
         let gateway = Self {
             daemon: None,
             veth,
@@ -157,7 +178,7 @@ impl Gateway {
         let text = format!(
             "[firewall]\n\
              interface = \"{iface}\"\n\
-             proxy_addresses = [\"{PROXY_ADDR}\"]\n\
+             proxy_addresses = [\"{PROXY_ADDR}\", \"{PROXY_ADDR6}\"]\n\
              proxy_port = {PROXY_PORT}\n\
              xdp_mode = \"{mode}\"\n\
              pin_root = \"{pins}\"\n\
@@ -209,6 +230,12 @@ impl Gateway {
     pub fn kill_daemon(&mut self) -> Result<()> {
         let mut daemon = self.daemon.take().context("the daemon does not run")?;
         daemon.signal(Signal::SIGKILL)
+    }
+
+    /// Sends SIGHUP and waits until the daemon reports the reload.
+    pub fn reload_daemon(&mut self) -> Result<()> {
+        let daemon = self.daemon.as_mut().context("the daemon does not run")?;
+        daemon.reload()
     }
 
     /// Stops the daemon with SIGTERM and waits for it to exit.
@@ -274,6 +301,7 @@ impl Gateway {
 /// The daemon process, stopped on drop.
 struct Daemon {
     child: Child,
+    log: PathBuf,
     attached_line: String,
 }
 
@@ -297,24 +325,54 @@ impl Daemon {
             .spawn()?;
         let mut daemon = Self {
             child,
+            log: log.to_path_buf(),
             attached_line: String::new(),
         };
+        daemon.attached_line = daemon.wait_for_log("firewall attached", 1)?;
+        Ok(daemon)
+    }
 
+    /// Waits until the log has `count` lines containing `needle`; returns
+    /// the last.
+    fn wait_for_log(&mut self, needle: &str, count: usize) -> Result<String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("firewall attached")) {
-                daemon.attached_line = line.to_owned();
-                return Ok(daemon);
+            let text = fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+            if lines.len() >= count {
+                return Ok(lines[count - 1].to_owned());
             }
-            if let Some(status) = daemon.child.try_wait()? {
-                bail!("befund-proxy exited with {status} before attaching:\n{text}");
+            if let Some(status) = self.child.try_wait()? {
+                bail!("befund-proxy exited with {status} before logging `{needle}`:\n{text}");
             }
             if Instant::now() > deadline {
-                bail!("befund-proxy did not attach the filter:\n{text}");
+                bail!("befund-proxy did not log `{needle}`:\n{text}");
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn reload(&mut self) -> Result<()> {
+        let count = |needle: &str| {
+            let text = fs::read_to_string(&self.log).unwrap_or_default();
+            text.lines().filter(|l| l.contains(needle)).count()
+        };
+        let failures = count("reload rejected") + count("reload incomplete");
+        let reloads = count("firewall configuration reloaded");
+        let pid = Pid::from_raw(i32::try_from(self.child.id())?);
+        kill(pid, Signal::SIGHUP)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while count("firewall configuration reloaded") == reloads {
+            let failed = count("reload rejected") + count("reload incomplete") > failures;
+            ensure!(
+                !failed,
+                "reload failed:\n{}",
+                fs::read_to_string(&self.log)?
+            );
+            ensure!(Instant::now() < deadline, "befund-proxy did not reload");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     fn signal(&mut self, signal: Signal) -> Result<()> {

@@ -18,8 +18,8 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use befund_tests::{
     gateway::{
-        BLOCKED_ADDR, CLIENT_ADDR, GATEWAY_ADDR, Gateway, Mode, PROTECTED_ADDR, PROXY_ADDR,
-        PROXY_PORT,
+        BLOCKED_ADDR, CLIENT_ADDR, CLIENT_ADDR6, GATEWAY_ADDR, Gateway, Mode, PROTECTED_ADDR,
+        PROXY_ADDR, PROXY_ADDR6, PROXY_PORT,
     },
     traffic::{
         EchoServer, UdpEcho, can_talk, connect, connect_from, connect_within, nmap_syn_ack,
@@ -50,7 +50,9 @@ fn proxy_port_passes_and_other_traffic_is_dropped(mode: Mode) -> Result<()> {
         "protected = [\"192.0.2.20\"]\nblocked = [\"192.0.2.200/32\"]",
     )?;
     let proxy = EchoServer::start(&gw.gw, at(PROXY_ADDR, PROXY_PORT))?;
+    let proxy6 = EchoServer::start(&gw.gw, at(PROXY_ADDR6, PROXY_PORT))?;
     let other_port = EchoServer::start(&gw.gw, at(PROXY_ADDR, 8080))?;
+    let other_port6 = EchoServer::start(&gw.gw, at(PROXY_ADDR6, 8080))?;
     let protected = EchoServer::start(&gw.gw, at(PROTECTED_ADDR, PROXY_PORT))?;
     let own = EchoServer::start(&gw.gw, at(GATEWAY_ADDR, PROXY_PORT))?;
 
@@ -58,6 +60,7 @@ fn proxy_port_passes_and_other_traffic_is_dropped(mode: Mode) -> Result<()> {
     // the filter's doing.
     for target in [
         at(PROXY_ADDR, 8080),
+        at(PROXY_ADDR6, 8080),
         at(PROTECTED_ADDR, PROXY_PORT),
         at(GATEWAY_ADDR, PROXY_PORT),
     ] {
@@ -65,7 +68,11 @@ fn proxy_port_passes_and_other_traffic_is_dropped(mode: Mode) -> Result<()> {
     }
     can_talk(&gw.client, Some(BLOCKED_ADDR), at(PROXY_ADDR, PROXY_PORT))
         .context("before the filter")?;
-    let before = (other_port.accepted(), protected.accepted(), own.accepted());
+    let before = (
+        other_port.accepted() + other_port6.accepted(),
+        protected.accepted(),
+        own.accepted(),
+    );
 
     let attached = gw.start_daemon()?;
     ensure!(
@@ -80,9 +87,15 @@ fn proxy_port_passes_and_other_traffic_is_dropped(mode: Mode) -> Result<()> {
 
     can_talk(&gw.client, None, at(PROXY_ADDR, PROXY_PORT)).context("to the proxy port")?;
     ensure!(proxy.accepted() >= 1);
+    // IPv6 needs neighbour discovery through the filter first.
+    gw.client.ip(&["neigh", "flush", "all"])?;
+    can_talk(&gw.client, Some(CLIENT_ADDR6), at(PROXY_ADDR6, PROXY_PORT))
+        .context("to the proxy port over IPv6")?;
+    ensure!(proxy6.accepted() >= 1);
 
     for target in [
         at(PROXY_ADDR, 8080),
+        at(PROXY_ADDR6, 8080),
         at(PROTECTED_ADDR, PROXY_PORT),
         at(GATEWAY_ADDR, PROXY_PORT),
     ] {
@@ -96,7 +109,11 @@ fn proxy_port_passes_and_other_traffic_is_dropped(mode: Mode) -> Result<()> {
         "a connection from the blocked source got through"
     );
     ensure!(
-        (other_port.accepted(), protected.accepted(), own.accepted()) == before,
+        (
+            other_port.accepted() + other_port6.accepted(),
+            protected.accepted(),
+            own.accepted()
+        ) == before,
         "a listener behind the filter accepted a connection"
     );
 
@@ -462,6 +479,40 @@ fn befundctl_rules_persist_across_restarts_and_detach_removes_the_filter() -> Re
     gw.start_daemon()?;
     ensure!(connect(&gw.client, Some(BLOCKED_ADDR), at(PROXY_ADDR, PROXY_PORT)).is_err());
     can_talk(&gw.client, None, at(PROXY_ADDR, 8080)).context("allow rule after detach")?;
+    Ok(())
+}
+
+// --- reload -------------------------------------------------------------------
+
+#[test]
+fn sighup_applies_a_changed_firewall_section() -> Result<()> {
+    let mut gw = Gateway::new(Mode::Native, "")?;
+    let _proxy = EchoServer::start(&gw.gw, at(PROXY_ADDR, PROXY_PORT))?;
+    let _admin = EchoServer::start(&gw.gw, at(PROXY_ADDR, 2222))?;
+    gw.start_daemon()?;
+    can_talk(&gw.client, Some(BLOCKED_ADDR), at(PROXY_ADDR, PROXY_PORT))?;
+    ensure!(connect(&gw.client, None, at(PROXY_ADDR, 2222)).is_err());
+
+    gw.write_config(
+        "blocked = [\"192.0.2.200/32\"]\n\
+         [[firewall.allow]]\n\
+         source = \"192.0.2.100/32\"\n\
+         protocol = \"tcp\"\n\
+         port = 2222\n\
+         comment = \"admin\"",
+    )?;
+    gw.reload_daemon()?;
+    ensure!(
+        connect(&gw.client, Some(BLOCKED_ADDR), at(PROXY_ADDR, PROXY_PORT)).is_err(),
+        "the block added by the reload is not in force"
+    );
+    can_talk(&gw.client, None, at(PROXY_ADDR, 2222)).context("allow rule added by reload")?;
+
+    // Back to the first file: both rules go again.
+    gw.write_config("")?;
+    gw.reload_daemon()?;
+    can_talk(&gw.client, Some(BLOCKED_ADDR), at(PROXY_ADDR, PROXY_PORT))?;
+    ensure!(connect(&gw.client, None, at(PROXY_ADDR, 2222)).is_err());
     Ok(())
 }
 
