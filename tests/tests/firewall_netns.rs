@@ -324,6 +324,10 @@ impl Probe {
         }
     }
 
+    fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
     fn finish(mut self) -> (usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -354,10 +358,15 @@ fn filter_stays_attached_while_the_daemon_is_killed_and_restarted(mode: Mode) ->
 
     gw.start_daemon()?;
     let probe = Probe::start(&gw, target);
-    let drops = gw.counter("default_drop")?;
-    eventually("the probe is dropped", || {
-        Ok(gw.counter("default_drop")? > drops)
-    })?;
+    // Each phase lasts until the probe has knocked several more times and
+    // the filter has counted the drops.
+    let phase = |gw: &Gateway, what: &str| -> Result<()> {
+        let (attempts, drops) = (probe.attempts(), gw.counter("default_drop")?);
+        eventually(what, || {
+            Ok(probe.attempts() >= attempts + 10 && gw.counter("default_drop")? > drops)
+        })
+    };
+    phase(&gw, "the probe is dropped while the daemon runs")?;
 
     gw.kill_daemon()?;
     let link = gw.wan_link()?;
@@ -366,23 +375,17 @@ fn filter_stays_attached_while_the_daemon_is_killed_and_restarted(mode: Mode) ->
         "no XDP program on the interface after the daemon died:\n{link}"
     );
     // befundctl reads the pinned counters without the daemon: still counting.
-    let drops = gw.counter("default_drop")?;
-    eventually("drops are counted without the daemon", || {
-        Ok(gw.counter("default_drop")? > drops)
-    })?;
+    phase(&gw, "the probe is dropped while the daemon is dead")?;
 
     let attached = gw.start_daemon()?;
     ensure!(
         attached.contains("Replaced"),
         "restart did not replace in place: {attached}"
     );
-    let drops = gw.counter("default_drop")?;
-    eventually("drops are counted after the restart", || {
-        Ok(gw.counter("default_drop")? > drops)
-    })?;
+    phase(&gw, "the probe is dropped after the restart")?;
 
     let (attempts, successes) = probe.finish();
-    ensure!(attempts > 10, "the probe hardly ran ({attempts} attempts)");
+    ensure!(attempts >= 30, "the probe hardly ran ({attempts} attempts)");
     ensure!(
         successes == 0,
         "{successes} of {attempts} probe connections got through"
@@ -452,9 +455,17 @@ fn befundctl_rules_persist_across_restarts_and_detach_removes_the_filter() -> Re
     ensure!(connect(&gw.client, Some(BLOCKED_ADDR), at(PROXY_ADDR, PROXY_PORT)).is_err());
     gw.start_daemon()?;
     let after = gw.fw(&["status"])?;
+    let (before, now) = (
+        rule_columns(block_line),
+        rule_columns(line_with(&after, "block 192.0.2.200/32")?),
+    );
     ensure!(
-        line_with(&after, "block 192.0.2.200/32")? == block_line,
+        before.slot == now.slot && before.origin == now.origin,
         "slot or origin changed across the restart:\n{status}\n{after}"
+    );
+    ensure!(
+        now.packets >= before.packets && before.packets > 0,
+        "the rule's counter did not survive the restart:\n{status}\n{after}"
     );
     can_talk(&gw.client, None, at(PROXY_ADDR, 8080)).context("allow rule after restart")?;
 
@@ -514,6 +525,22 @@ fn sighup_applies_a_changed_firewall_section() -> Result<()> {
     can_talk(&gw.client, Some(BLOCKED_ADDR), at(PROXY_ADDR, PROXY_PORT))?;
     ensure!(connect(&gw.client, None, at(PROXY_ADDR, 2222)).is_err());
     Ok(())
+}
+
+/// The columns of a rule line of `befundctl fw status`.
+struct RuleColumns<'a> {
+    slot: &'a str,
+    origin: &'a str,
+    packets: u64,
+}
+
+fn rule_columns(line: &str) -> RuleColumns<'_> {
+    let mut cols = line.split_whitespace();
+    RuleColumns {
+        slot: cols.next().unwrap_or_default(),
+        origin: cols.next().unwrap_or_default(),
+        packets: cols.next().and_then(|p| p.parse().ok()).unwrap_or_default(),
+    }
 }
 
 fn line_with<'a>(text: &'a str, needle: &str) -> Result<&'a str> {
