@@ -75,7 +75,8 @@ pub enum XdpState {
         /// The program in the link.
         program_id: u32,
     },
-    /// Pinned, but its interface is gone from this network namespace.
+    /// Pinned, but attached to no interface of this network namespace: its
+    /// interface was removed, or it lives in another namespace.
     Defunct,
 }
 
