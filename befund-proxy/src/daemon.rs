@@ -144,7 +144,7 @@ fn log_firewall(config: &Config, report: &StartReport) {
         pin_root = %fw.pin_root.display(),
         rules = report.rules,
         local_addresses = report.local_addresses,
-        lockdown = fw.lockdown,
+        lockdown = report.lockdown,
         "firewall attached"
     );
 }

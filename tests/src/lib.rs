@@ -5,3 +5,7 @@ pub mod befundserver;
 
 /// The whole system in network namespaces: `cargo xtask demo`.
 pub mod demo;
+
+pub mod gateway;
+pub mod netns;
+pub mod traffic;

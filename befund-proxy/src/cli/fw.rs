@@ -239,7 +239,11 @@ fn format_status(config: &FirewallConfig, status: &Status) -> String {
                 .map_or("unknown".into(), |m| m.to_string())
         ),
         XdpState::NotPinned => "NOT attached (no pinned link); start befund-proxy".into(),
-        XdpState::Defunct => "NOT attached (the pinned link's interface is gone)".into(),
+        XdpState::Defunct => {
+            "NOT attached to any interface of this network namespace (pinned link is defunct, \
+             or run befundctl in the gateway's namespace)"
+                .into()
+        }
     };
     let s = &status.settings;
     let lockdown = if s.lockdown != 0 { "on" } else { "off" };

@@ -75,7 +75,8 @@ pub enum XdpState {
         /// The program in the link.
         program_id: u32,
     },
-    /// Pinned, but its interface is gone from this network namespace.
+    /// Pinned, but attached to no interface of this network namespace: its
+    /// interface was removed, or it lives in another namespace.
     Defunct,
 }
 
@@ -159,19 +160,29 @@ fn find_program(program_id: u32) -> Result<Option<Interface>, FirewallError> {
     })
 }
 
-/// Attaches `program` to `interface` in `mode`, or swaps it into the pinned
-/// link if a filter is already there.
+/// How [`attach_xdp`] will put the program in place, decided by
+/// [`plan_xdp`] before anything changes.
+#[derive(Debug)]
+pub enum XdpPlan {
+    /// Swap the program inside the pinned link.
+    Replace(FdLink),
+    /// Attach and pin a new link (nothing usable is pinned).
+    Attach,
+}
+
+/// Decides how to attach to `interface` in `mode` without changing
+/// anything, so that a start that cannot succeed fails before it touches the
+/// maps.
 ///
 /// # Errors
 ///
-/// When the pinned filter sits elsewhere, another XDP program occupies the
-/// interface, or the kernel refuses.
-pub fn attach_xdp(
-    program: &mut Xdp,
+/// When the pinned filter sits on another interface or in another mode, or
+/// another XDP program occupies the interface.
+pub fn plan_xdp(
     pin_root: &Path,
     interface: &Interface,
     mode: XdpMode,
-) -> Result<XdpAttach, FirewallError> {
+) -> Result<XdpPlan, FirewallError> {
     let path = link_path(pin_root);
     if path.exists() {
         let link = open_link(&path)?;
@@ -180,7 +191,7 @@ pub fn attach_xdp(
             Some(pinned)
                 if pinned.index == interface.index && pinned_mode(&pinned) == Some(mode) =>
             {
-                return replace_in_link(program, &path, link);
+                return Ok(XdpPlan::Replace(link));
             }
             Some(pinned) => {
                 return Err(FirewallError::AttachmentMismatch {
@@ -190,17 +201,9 @@ pub fn attach_xdp(
                     mode,
                 });
             }
-            None => {
-                // The link's interface was removed: the link can never filter
-                // again, so a new one takes its place.
-                warn!(path = %path.display(), "pinned XDP link is defunct, attaching anew");
-                drop(link);
-                fs::remove_file(&path).map_err(|e| FirewallError::Link {
-                    operation: "remove",
-                    path: path.clone(),
-                    source: Box::new(e.into()),
-                })?;
-            }
+            // The link's interface was removed: the link can never filter
+            // again, so a new one takes its place.
+            None => {}
         }
     }
     if let Some(other) = interface.xdp {
@@ -209,7 +212,37 @@ pub fn attach_xdp(
             program_id: other.id,
         });
     }
-    attach_new(program, &path, interface, mode)
+    Ok(XdpPlan::Attach)
+}
+
+/// Carries out `plan`: swaps `program` into the pinned link, or attaches it
+/// to `interface` in `mode` and pins the new link.
+///
+/// # Errors
+///
+/// When the kernel refuses; a failed swap leaves the old program in place.
+pub fn attach_xdp(
+    program: &mut Xdp,
+    plan: XdpPlan,
+    pin_root: &Path,
+    interface: &Interface,
+    mode: XdpMode,
+) -> Result<XdpAttach, FirewallError> {
+    let path = link_path(pin_root);
+    match plan {
+        XdpPlan::Replace(link) => replace_in_link(program, &path, link),
+        XdpPlan::Attach => {
+            if path.exists() {
+                warn!(path = %path.display(), "pinned XDP link is defunct, attaching anew");
+                fs::remove_file(&path).map_err(|e| FirewallError::Link {
+                    operation: "remove",
+                    path: path.clone(),
+                    source: Box::new(e.into()),
+                })?;
+            }
+            attach_new(program, &path, interface, mode)
+        }
+    }
 }
 
 fn pinned_mode(interface: &Interface) -> Option<XdpMode> {

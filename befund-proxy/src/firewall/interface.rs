@@ -177,3 +177,45 @@ fn dump(request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_attachment_reads_as_native_with_its_program() {
+        let attrs = [
+            LinkXdp::Attached(XdpAttached::Driver),
+            LinkXdp::ProgId(42),
+            LinkXdp::DrvProgId(42),
+        ];
+        assert_eq!(
+            xdp_program(&attrs),
+            Some(XdpProgram {
+                id: 42,
+                mode: Some(XdpMode::Native)
+            })
+        );
+    }
+
+    #[test]
+    fn generic_attachment_reads_as_skb() {
+        let attrs = [
+            LinkXdp::Attached(XdpAttached::SocketBuffer),
+            LinkXdp::ProgId(7),
+        ];
+        assert_eq!(xdp_program(&attrs).and_then(|p| p.mode), Some(XdpMode::Skb));
+    }
+
+    #[test]
+    fn no_attachment_is_no_program() {
+        assert_eq!(xdp_program(&[LinkXdp::Attached(XdpAttached::None)]), None);
+        assert_eq!(xdp_program(&[]), None);
+    }
+
+    #[test]
+    fn offloaded_program_has_no_mode_this_product_uses() {
+        let attrs = [LinkXdp::Attached(XdpAttached::Hardware), LinkXdp::ProgId(9)];
+        assert_eq!(xdp_program(&attrs), Some(XdpProgram { id: 9, mode: None }));
+    }
+}

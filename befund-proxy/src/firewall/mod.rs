@@ -61,6 +61,15 @@ pub struct StartReport {
     pub rules: usize,
     /// Local addresses written.
     pub local_addresses: usize,
+    /// Whether lockdown is on (from the configuration or `befundctl`).
+    pub lockdown: bool,
+}
+
+/// What [`apply`] wrote.
+struct Applied {
+    rules: usize,
+    local_addresses: usize,
+    lockdown: bool,
 }
 
 /// One counter slot with what it counts.
@@ -98,24 +107,26 @@ impl Firewall {
             );
         }
 
+        let plan = attach::plan_xdp(&config.pin_root, &iface, config.xdp_mode)?;
         let mut object = load_object(&config.pin_root)?;
         let mut maps = FilterMaps::open(&config.pin_root)?;
         let lock = StateLock::acquire(&config.state_file)?;
         let mut state = lock.load()?;
-        let (rules, local_addresses) = apply(&mut maps, config, &mut state, &iface)?;
+        let applied = apply(&mut maps, config, &mut state, &iface)?;
         lock.save(&state)?;
         drop(lock);
 
         let egress: &mut SchedClassifier = program(&mut object, programs::WAN_EGRESS)?;
         let egress = attach::attach_egress(egress, &config.interface)?;
         let xdp: &mut Xdp = program(&mut object, programs::WAN_INGRESS)?;
-        let xdp = attach::attach_xdp(xdp, &config.pin_root, &iface, config.xdp_mode)?;
+        let xdp = attach::attach_xdp(xdp, plan, &config.pin_root, &iface, config.xdp_mode)?;
 
         let report = StartReport {
             xdp,
             egress,
-            rules,
-            local_addresses,
+            rules: applied.rules,
+            local_addresses: applied.local_addresses,
+            lockdown: applied.lockdown,
         };
         let firewall = Self {
             config: config.clone(),
@@ -145,11 +156,16 @@ impl Firewall {
         let iface = lookup_interface(&config.interface)?;
         let lock = StateLock::acquire(&config.state_file)?;
         let mut state = lock.load()?;
-        let (rules, _) = apply(&mut self.maps, config, &mut state, &iface)?;
+        let applied = apply(&mut self.maps, config, &mut state, &iface)?;
         lock.save(&state)?;
         self.config = config.clone();
-        info!(rules, "firewall configuration reloaded");
-        Ok(rules)
+        info!(
+            rules = applied.rules,
+            local_addresses = applied.local_addresses,
+            lockdown = applied.lockdown,
+            "firewall configuration reloaded"
+        );
+        Ok(applied.rules)
     }
 
     /// Every counter slot in use, named.
@@ -245,14 +261,13 @@ where
 }
 
 /// Writes settings, local addresses and rules (configuration plus state)
-/// into the maps, assigning counter slots. Returns the number of rules and
-/// of local addresses.
+/// into the maps, assigning counter slots.
 fn apply(
     maps: &mut FilterMaps,
     config: &FirewallConfig,
     state: &mut FirewallState,
     iface: &Interface,
-) -> Result<(usize, usize), FirewallError> {
+) -> Result<Applied, FirewallError> {
     let set = RuleSet::combine(config, state);
     state.slots.retain(|r| set.rules.contains_key(r));
     let mut wanted = BTreeMap::new();
@@ -272,8 +287,13 @@ fn apply(
     let local = local_addresses(&config.proxy_addresses, &own);
     maps.sync_local(&local)?;
 
-    maps.set_settings(&settings(config, set.lockdown.0))?;
-    Ok((wanted.len(), local.len()))
+    let lockdown = set.lockdown.0;
+    maps.set_settings(&settings(config, lockdown))?;
+    Ok(Applied {
+        rules: wanted.len(),
+        local_addresses: local.len(),
+        lockdown,
+    })
 }
 
 /// The local-address map: proxy addresses admit the proxy port, and every
