@@ -1,1 +1,4 @@
 //! Shared helpers of the privileged integration tests.
+
+pub mod frames;
+pub mod wan_filter;
