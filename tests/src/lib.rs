@@ -6,6 +6,8 @@ pub mod befundserver;
 /// The whole system in network namespaces: `cargo xtask demo`.
 pub mod demo;
 
+pub mod frames;
 pub mod gateway;
 pub mod netns;
 pub mod traffic;
+pub mod wan_filter;

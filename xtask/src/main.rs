@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask --help` for the list of tasks.
 
+mod bench;
 mod command;
 mod demo;
 mod setup;
@@ -26,6 +27,8 @@ enum Task {
     Demo(demo::Options),
     /// Run setup, fmt check, clippy, unit tests and the privileged tests.
     Test(test::Options),
+    /// Measure performance (needs root), e.g. `cargo xtask bench xdp`.
+    Bench(bench::Options),
 }
 
 fn main() {
@@ -34,6 +37,7 @@ fn main() {
         Task::Setup => setup::run(),
         Task::Demo(options) => demo::run(options),
         Task::Test(options) => test::run(options),
+        Task::Bench(options) => bench::run(options),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
