@@ -22,12 +22,12 @@ pub fn run(options: Options) -> Result<()> {
     command::run(
         Command::new(env!("CARGO"))
             .current_dir(&root)
-            .args(["build", "--release", "--bins"])
+            .args(["build", "--bins"])
             .args(["-p", "befund-proxy", "-p", "befund-tests"]),
     )?;
 
-    let mut demo = Command::new(root.join("target/release/befund-demo"));
-    demo.arg("--bin-dir").arg(root.join("target/release"));
+    let mut demo = Command::new(root.join("target/debug/befund-demo"));
+    demo.arg("--bin-dir").arg(root.join("target/debug"));
     if options.keep {
         demo.arg("--keep");
     }

@@ -33,6 +33,8 @@ pub fn run(options: Options) -> Result<()> {
     ]))?;
     command::run(cargo().args(["test", "--workspace", "--exclude", "befund-tests"]))?;
     if !options.unprivileged_only {
+        // The namespace tests start the product's binaries as processes.
+        command::run(cargo().args(["build", "--workspace", "--bins"]))?;
         command::run(cargo().args(["test", "-p", "befund-tests", "--", "--test-threads=1"]))?;
     }
     Ok(())

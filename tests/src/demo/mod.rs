@@ -44,6 +44,9 @@ pub struct Deployment {
     pub pki: pki::Pki,
     /// Where the binaries are.
     pub bin_dir: PathBuf,
+    /// `befundctl audit`'s protocol, run once and shared by the rows that
+    /// use it.
+    audit: std::cell::OnceCell<audit::AuditOutcome>,
 }
 
 impl Deployment {
@@ -71,10 +74,20 @@ impl Deployment {
             bin_dir: options.bin_dir.clone(),
             pki,
             topology,
+            audit: std::cell::OnceCell::new(),
         };
         deployment.start_befundserver()?;
         deployment.start_gateway()?;
         Ok(deployment)
+    }
+
+    /// `befundctl audit`'s protocol against this deployment (run on first use).
+    pub fn audit(&self) -> Result<&audit::AuditOutcome> {
+        if let Some(done) = self.audit.get() {
+            return Ok(done);
+        }
+        let outcome = audit::run(self)?;
+        Ok(self.audit.get_or_init(|| outcome))
     }
 
     /// Path of one of the product's binaries.

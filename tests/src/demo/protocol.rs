@@ -287,7 +287,7 @@ fn s_client(
     cert: Option<(&std::path::Path, &std::path::Path)>,
 ) -> Result<(Expect, String)> {
     let mut cmd = client(d, "timeout");
-    cmd.args(["10", "openssl", "s_client", "-quiet", "-no_ign_eof"])
+    cmd.args(["10", "openssl", "s_client", "-quiet", "-ign_eof"])
         .args([
             "-connect",
             &format!("{GATEWAY_WAN}:443"),
@@ -339,7 +339,7 @@ fn valid_openssl(d: &Deployment) -> Result<(Expect, String)> {
 }
 
 fn without_private_key(d: &Deployment) -> Result<(Expect, String)> {
-    let audit = super::audit::run(d)?;
+    let audit = d.audit()?;
     let row = audit
         .rows()
         .find(|row| row.kind == "certificate_without_key")
@@ -353,7 +353,7 @@ fn without_private_key(d: &Deployment) -> Result<(Expect, String)> {
 }
 
 fn full_audit(d: &Deployment) -> Result<(Expect, String)> {
-    let audit = super::audit::run(d)?;
+    let audit = d.audit()?;
     let failed: Vec<String> = audit
         .rows()
         .filter(|row| row.verdict == "fail")
