@@ -3,8 +3,11 @@
 //! Run `cargo xtask --help` for the list of tasks.
 
 mod command;
+mod image;
+mod runlog;
 mod setup;
 mod test;
+mod vm_test;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ enum Task {
     Setup,
     /// Run setup, fmt check, clippy, unit tests and the privileged tests.
     Test(test::Options),
+    /// Build the appliance's disk image (Debian 12, UEFI, qcow2) in
+    /// target/image. Needs root.
+    Image(image::Options),
+    /// Boot the appliance image under QEMU between a client and a lab
+    /// namespace and check it from both sides. Needs root.
+    VmTest(vm_test::Options),
 }
 
 fn main() {
@@ -29,6 +38,8 @@ fn main() {
     let result = match task {
         Task::Setup => setup::run(),
         Task::Test(options) => test::run(options),
+        Task::Image(options) => image::run(&options),
+        Task::VmTest(options) => vm_test::run(options),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
