@@ -43,6 +43,11 @@ pub struct Options {
     /// updates); otherwise they are reused from DIR/cache.
     #[arg(long)]
     pub refresh: bool,
+    /// Install exactly the package versions of this manifest (a previous
+    /// build's `befund-gateway.manifest`); fails if the mirror no longer
+    /// has one of them.
+    #[arg(long, value_name = "MANIFEST")]
+    pub pin: Option<PathBuf>,
 }
 
 /// What a build produced.
@@ -124,8 +129,19 @@ fn build_logged(
         &fs::read_to_string(images.join("packages.txt"))
             .context("failed to read images/packages.txt")?,
     )?;
+    let pin = match &options.pin {
+        Some(path) => Some(
+            fs::read_to_string(path)
+                .with_context(|| format!("failed to read the pin manifest {}", path.display()))?,
+        ),
+        None => None,
+    };
     log.step("Debian system", |log| {
-        rootfs::system(log, &layout, &mirrors, &packages, options.refresh)
+        let wanted = rootfs::Packages {
+            names: &packages,
+            pin: pin.as_deref(),
+        };
+        rootfs::system(log, &layout, &mirrors, &wanted, options.refresh)
     })?;
 
     let ids = disk::new_ids()?;

@@ -29,12 +29,20 @@ pub struct Layout {
     pub cache: PathBuf,
 }
 
+/// What to install on top of debootstrap's base.
+pub struct Packages<'a> {
+    /// Names from `images/packages.txt`.
+    pub names: &'a [String],
+    /// A manifest (`PACKAGE=VERSION` lines) whose versions must be installed.
+    pub pin: Option<&'a str>,
+}
+
 /// Fills `layout.root` with the cached (or freshly built) system layer.
 pub fn system(
     log: &mut RunLog,
     layout: &Layout,
     mirrors: &Mirrors,
-    packages: &[String],
+    packages: &Packages<'_>,
     refresh: bool,
 ) -> Result<()> {
     fs::create_dir_all(&layout.cache)
@@ -44,9 +52,10 @@ pub fn system(
         mirrors.debian
     );
     let system_key = format!(
-        "{base_key}security {}\npackages {}\n",
+        "{base_key}security {}\npackages {}\npin {}\n",
         mirrors.security,
-        packages.join(" ")
+        packages.names.join(" "),
+        packages.pin.unwrap_or("none"),
     );
     let base_tar = layout.cache.join("base.tar");
     let system_tar = layout.cache.join("system.tar");
@@ -135,7 +144,7 @@ fn install_packages(
     log: &mut RunLog,
     root: &Path,
     mirrors: &Mirrors,
-    packages: &[String],
+    packages: &Packages<'_>,
 ) -> Result<()> {
     // bookworm-updates and bookworm-security before the kernel, so the image
     // gets the current 6.1 kernel and every security fix.
@@ -166,10 +175,65 @@ fn install_packages(
     log.run(&mut apt(&["update"]))?;
     log.run(&mut apt(&["dist-upgrade"]))?;
     let mut install = apt(&["install", "--no-install-recommends"]);
-    install.args(packages);
+    install.args(packages.names);
     log.run(&mut install)?;
+    if let Some(pin) = packages.pin {
+        install_pinned(log, root, pin, &apt)?;
+    }
     log.run(&mut apt(&["clean"]))?;
     fs::remove_file(&policy).context("failed to remove policy-rc.d")
+}
+
+/// Brings every package to the version the manifest names, then checks that
+/// the system holds exactly the manifest's packages and versions.
+fn install_pinned(
+    log: &mut RunLog,
+    root: &Path,
+    pin: &str,
+    apt: &dyn Fn(&[&str]) -> Command,
+) -> Result<()> {
+    let wanted: Vec<&str> = pin
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains('='))
+        .collect();
+    log.say(&format!("pinning {} package versions", wanted.len()));
+    let mut install = apt(&["install", "--no-install-recommends", "--allow-downgrades"]);
+    install.args(&wanted);
+    log.run(&mut install)?;
+    let installed = crate::command::output(
+        Command::new("dpkg-query")
+            .arg(format!(
+                "--admindir={}",
+                root.join("var/lib/dpkg").display()
+            ))
+            .args(["-W", "-f", "${Package}=${Version}\\n"]),
+    )?;
+    let differences = manifest_differences(pin, &installed);
+    if !differences.is_empty() {
+        bail!(
+            "the system differs from the pin manifest:\n{}",
+            differences.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Lines present in only one of two manifests, marked `-` (only in the pin)
+/// or `+` (only installed).
+fn manifest_differences(pin: &str, installed: &str) -> Vec<String> {
+    let set = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| l.contains('='))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (pin, installed) = (set(pin), set(installed));
+    pin.difference(&installed)
+        .map(|l| format!("- {l}"))
+        .chain(installed.difference(&pin).map(|l| format!("+ {l}")))
+        .collect()
 }
 
 /// A command run inside `root` with /proc, /sys and /dev mounted in a private
@@ -253,6 +317,17 @@ mod tests {
             package_list(text).unwrap(),
             ["linux-image-amd64", "systemd"]
         );
+    }
+
+    #[test]
+    fn manifest_differences_name_missing_and_extra_versions() {
+        let pin = "bash=5.2\nsystemd=252.39\n";
+        let installed = "bash=5.2\nsystemd=252.40\nvim=9\n";
+        assert_eq!(
+            manifest_differences(pin, installed),
+            ["- systemd=252.39", "+ systemd=252.40", "+ vim=9"]
+        );
+        assert!(manifest_differences(pin, pin).is_empty());
     }
 
     #[test]

@@ -108,6 +108,9 @@ impl Scenario {
             Self::Unconfigured => Ok(()),
             Self::Appliance => {
                 drive.write("befund.toml", &appliance_config(topology)?)?;
+                // Read inside the VM once the client's probes are done: the
+                // drops they caused must show in the filter's counters.
+                drive.write("selftest/after-checks", "befundctl fw counters\n")?;
                 issue_credentials(drive)
             }
         }
@@ -196,6 +199,11 @@ impl Scenario {
                     &https,
                     &tcp,
                     tcp.split_whitespace().any(|l| l == https),
+                ));
+                checks.push(check(
+                    "the filter's counters are readable inside the VM after the probes",
+                    "0",
+                    facts.selftest("after-check-exit"),
                 ));
             }
         }
