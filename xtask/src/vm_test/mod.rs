@@ -24,6 +24,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -49,6 +50,15 @@ const SELFTEST_PARAMETER: &str = "befund.selftest";
 const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// Time the guest gets to power off after the test is done.
 const POWER_OFF_GRACE: Duration = Duration::from_secs(90);
+
+/// Set by SIGINT/SIGTERM: the waits give up, so that the guards still
+/// remove the namespaces, TAPs and QEMU.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the test was asked to stop.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -78,6 +88,8 @@ pub fn run(options: Options) -> Result<()> {
     if !is_root() {
         bail!("the VM test needs root (network namespaces, TAP devices); run as root");
     }
+    ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed))
+        .context("failed to install the signal handler")?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(options.timeout);
     let out = workspace_root().join("target/vm-test");

@@ -181,6 +181,9 @@ impl Vm {
             if Instant::now() >= deadline {
                 bail!("timed out waiting for {marker:?} on the console");
             }
+            if super::interrupted() {
+                bail!("interrupted while waiting for {marker:?} on the console");
+            }
             thread::sleep(POLL);
         }
     }
@@ -203,7 +206,7 @@ impl Vm {
             if self.child.try_wait()?.is_some() {
                 return Ok(true);
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || super::interrupted() {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 return Ok(false);
