@@ -112,7 +112,7 @@ pub fn run(options: Options) -> Result<()> {
     }
     eprintln!("  {:<28} {:>9}", "total", seconds(started.elapsed()));
     let checks = result?;
-    report(&checks)
+    report(&mut log, &checks)
 }
 
 fn run_in(
@@ -153,8 +153,7 @@ fn run_in(
         tree.build(log, &drive)
     })?;
 
-    let facts_and_client = boot_and_probe(log, options, dir, &disk, &drive, &topology, deadline)?;
-    let (facts, client) = facts_and_client;
+    let (facts, client) = boot_and_probe(log, options, dir, &disk, &drive, &topology, deadline)?;
     let mut checks = vec![checks::check(
         "the guest's self-test ran to its end",
         "yes",
@@ -351,11 +350,15 @@ fn show_console_tail(console: &str) {
     }
 }
 
-fn report(checks: &[Check]) -> Result<()> {
+fn report(log: &mut RunLog, checks: &[Check]) -> Result<()> {
     eprintln!("\nvm-test: checks");
     for check in checks {
         let verdict = if check.passed { "ok  " } else { "FAIL" };
         eprintln!("  {verdict} {}", check.name);
+        log.note(&format!(
+            "{verdict} {}: expected {}, observed {}",
+            check.name, check.expected, check.observed
+        ));
         if !check.passed {
             eprintln!("       expected: {}", check.expected);
             eprintln!("       observed: {}", check.observed);
