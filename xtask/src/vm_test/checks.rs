@@ -49,6 +49,8 @@ pub struct GuestFacts {
     pub alerts: Vec<String>,
     /// Every `befund-config:` line (the config import's messages).
     pub config_messages: Vec<String>,
+    /// What each guest test binary printed, by name.
+    pub binary_output: BTreeMap<String, Vec<String>>,
 }
 
 impl GuestFacts {
@@ -57,6 +59,7 @@ impl GuestFacts {
     pub fn parse(console: &str) -> Self {
         let mut facts = Self::default();
         let mut in_selftest = false;
+        let mut running: Option<String> = None;
         for line in console.lines() {
             if let Some(rest) = after(line, "befund-alert: ") {
                 facts.alerts.push(rest.to_owned());
@@ -65,7 +68,22 @@ impl GuestFacts {
             }
             if let Some(rest) = after(line, "befund-selftest: ") {
                 in_selftest = true;
-                facts.selftest.push(words(rest));
+                let words = words(rest);
+                running = match words.as_slice() {
+                    [run, name, ..] if run == "run" => Some(name.clone()),
+                    _ => None,
+                };
+                facts.selftest.push(words);
+                continue;
+            }
+            if let Some(name) = &running {
+                // Journal lines on the console: "[time] unit[pid]: text".
+                let text = after(line, "]: ").unwrap_or(line);
+                facts
+                    .binary_output
+                    .entry(name.clone())
+                    .or_default()
+                    .push(text.to_owned());
             }
             if let Some(rest) = after(line, "befund-report: ")
                 && in_selftest
@@ -154,6 +172,9 @@ mod tests {
 [   90.4] befund-selftest[400]: befund-report: listen udp 0.0.0.0:68
 [   90.4] befund-selftest[400]: befund-report: listen udp [::]:546
 [   90.5] befund-selftest[400]: befund-selftest: ping 10.20.0.5 ok
+[   90.6] befund-selftest[400]: befund-selftest: run xdp_fixtures --test-threads=1
+[   90.7] befund-selftest[401]: running 1 test
+[   90.8] befund-selftest[401]: test drops_fragments ... ok
 [   91.0] befund-selftest[400]: befund-selftest: exit xdp_fixtures 0
 [   91.1] befund-selftest[400]: befund-selftest: ready
 ";
@@ -179,6 +200,10 @@ mod tests {
         assert!(facts.alerts[0].starts_with("befund-proxy.service FAILED"));
         assert_eq!(facts.selftest("ping 10.20.0.5"), "ok");
         assert_eq!(facts.binary_exits(), [("xdp_fixtures".into(), "0".into())]);
+        assert_eq!(
+            facts.binary_output["xdp_fixtures"],
+            ["running 1 test", "test drops_fragments ... ok"]
+        );
     }
 
     #[test]

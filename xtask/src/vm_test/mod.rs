@@ -161,6 +161,12 @@ fn run_in(
     )];
     checks.extend(options.scenario.guest_checks(&facts, &topology)?);
     for (name, code) in facts.binary_exits() {
+        if code != "0" {
+            eprintln!("vm-test: output of {name} in the guest:");
+            for line in facts.binary_output.get(&name).into_iter().flatten() {
+                eprintln!("  | {line}");
+            }
+        }
         checks.push(checks::check(
             &format!("guest test {name} passes on the appliance kernel"),
             "0",
