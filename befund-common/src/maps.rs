@@ -3,19 +3,25 @@
 /// Map names. The maps are pinned under the pin root by these names, so
 /// `befundctl` finds them whether or not the daemon runs.
 pub mod names {
-    /// [`crate::FilterSettings`] in slot 0 of an array.
+    /// Array of one entry: [`crate::FilterSettings`] in slot 0.
     pub const SETTINGS: &str = "BEFUND_SETTINGS";
-    /// Local addresses of the gateway, value: `LOCAL_*` flags.
+    /// Hash map: local address of the gateway ([`crate::Addr`]) to its
+    /// `LOCAL_*` flags (`u32`).
     pub const LOCAL_ADDRS: &str = "BEFUND_LOCAL";
-    /// Protected destinations (LPM over [`crate::Addr`]), value: counter slot.
+    /// LPM trie: protected destination prefix over [`crate::Addr`] to its
+    /// counter slot (`u32`).
     pub const PROTECTED: &str = "BEFUND_PROTECT";
-    /// Blocked sources (LPM over [`crate::Addr`]), value: counter slot.
+    /// LPM trie: blocked source prefix over [`crate::Addr`] to its counter
+    /// slot (`u32`).
     pub const BLOCKLIST: &str = "BEFUND_BLOCK";
-    /// Operator allow rules (LPM over [`crate::AllowRuleKey`]), value: slot.
+    /// LPM trie: operator allow rule over [`crate::AllowRuleKey`] to its
+    /// counter slot (`u32`).
     pub const ALLOW_RULES: &str = "BEFUND_ALLOW";
-    /// Flows opened by the gateway, written by the egress program.
+    /// LRU hash map: flow opened by the gateway ([`crate::FlowKey`]) to
+    /// [`crate::FlowState`], written by the egress program.
     pub const FLOWS: &str = "BEFUND_FLOWS";
-    /// Per-CPU [`crate::Counter`] per slot.
+    /// Per-CPU array of [`crate::COUNTER_SLOTS`] [`crate::Counter`]s, indexed
+    /// by slot.
     pub const COUNTERS: &str = "BEFUND_COUNTERS";
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask --help` for the list of tasks.
 
+mod bench;
 mod command;
 mod setup;
 mod test;
@@ -22,6 +23,8 @@ enum Task {
     Setup,
     /// Run setup, fmt check, clippy, unit tests and the privileged tests.
     Test(test::Options),
+    /// Measure performance (needs root), e.g. `cargo xtask bench xdp`.
+    Bench(bench::Options),
 }
 
 fn main() {
@@ -29,6 +32,7 @@ fn main() {
     let result = match task {
         Task::Setup => setup::run(),
         Task::Test(options) => test::run(options),
+        Task::Bench(options) => bench::run(options),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -1,0 +1,63 @@
+//! The WAN egress recorder: notes the flows the gateway opens, so that their
+//! replies pass the ingress filter. It never blocks anything.
+
+use aya_ebpf::programs::TcContext;
+
+use crate::{
+    flows,
+    frame::{self, Frame},
+    headers::{ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, TCP_ACK, TCP_SYN},
+    parse::{Packet, Unparseable},
+    transport::{self, Transport},
+};
+
+/// Records the flow of one outbound frame, if it opens or continues one.
+///
+/// - TCP SYN without ACK opens (or refreshes) a flow; any other TCP segment
+///   only refreshes a flow already open, so the proxy's answers to clients
+///   open nothing.
+/// - UDP opens or refreshes a flow.
+/// - ICMP and ICMPv6 echo requests open or refresh a flow keyed by their
+///   identifier.
+///
+/// # Errors
+///
+/// [`Unparseable`] when the headers cannot be read; nothing is recorded then.
+#[inline(always)]
+pub fn try_befund_egress(ctx: &TcContext) -> Result<(), Unparseable> {
+    // SAFETY: the kernel keeps `data..data_end` of the socket buffer readable
+    // while the program runs, and `pkt` does not outlive this call; `len()`
+    // is the whole frame, of which only the headers need to be linear.
+    let pkt = unsafe { Packet::new(ctx.data(), ctx.data_end(), ctx.len() as usize) };
+    let Frame::Ip(ip) = frame::parse(&pkt)? else {
+        return Ok(());
+    };
+    if ip.later_fragment {
+        return Ok(());
+    }
+
+    let echo_request = if ip.v6 {
+        ICMPV6_ECHO_REQUEST
+    } else {
+        ICMP_ECHO_REQUEST
+    };
+    let flow =
+        |remote_port, local_port| flows::key(&ip.dst, &ip.src, remote_port, local_port, ip.proto);
+    match transport::parse(&pkt, &ip)? {
+        Transport::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        } => {
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                flows::open(&flow(dst_port, src_port));
+            } else {
+                flows::refresh(&flow(dst_port, src_port));
+            }
+        }
+        Transport::Udp { src_port, dst_port } => flows::open(&flow(dst_port, src_port)),
+        Transport::Icmp { kind, id, .. } if kind == echo_request => flows::open(&flow(id, id)),
+        Transport::Icmp { .. } | Transport::Other => {}
+    }
+    Ok(())
+}

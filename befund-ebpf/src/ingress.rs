@@ -1,0 +1,187 @@
+//! The WAN ingress filter: the rule order and its verdicts.
+//!
+//! Default deny. Each frame gets exactly one verdict, and each verdict is
+//! counted in exactly one slot: a fixed slot (`befund_common::SLOT_*`) or the
+//! slot of the operator rule that decided it.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use befund_common::{
+    FilterSettings, LOCAL_GATEWAY, LOCAL_PROXY, SLOT_ARP, SLOT_DEFAULT_DROP, SLOT_FRAGMENT,
+    SLOT_LOCKDOWN, SLOT_NEIGHBOUR_DISCOVERY, SLOT_PATH_MTU, SLOT_PROXY, SLOT_REPLY,
+    SLOT_UNPARSEABLE,
+};
+
+use crate::{
+    flows,
+    frame::{self, Frame},
+    headers::{
+        ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_FRAG_NEEDED, ICMPV6_ECHO_REPLY, ICMPV6_ND_FIRST,
+        ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ND_HOP_LIMIT, TCP_ACK, TCP_SYN,
+    },
+    ip::Ip,
+    maps::{self, BLOCKLIST, PROTECTED},
+    parse::{Packet, Unparseable},
+    transport::{self, Transport},
+};
+
+/// What happens to a frame, and the counter slot that records it.
+#[derive(Clone, Copy)]
+pub enum Verdict {
+    /// Hand the frame to the kernel's network stack.
+    Pass(u32),
+    /// Discard the frame.
+    Drop(u32),
+}
+
+impl Verdict {
+    /// The verdict for frames the filter cannot classify.
+    pub const UNPARSEABLE: Self = Self::Drop(SLOT_UNPARSEABLE);
+
+    /// Counts the frame in the verdict's slot and returns the XDP action.
+    #[inline(always)]
+    pub fn record(self, ctx: &XdpContext) -> u32 {
+        let (action, slot) = match self {
+            Self::Pass(slot) => (xdp_action::XDP_PASS, slot),
+            Self::Drop(slot) => (xdp_action::XDP_DROP, slot),
+        };
+        maps::count(slot, ctx.data_end() - ctx.data());
+        action
+    }
+}
+
+/// Classifies one frame arriving on the WAN interface.
+///
+/// # Errors
+///
+/// [`Unparseable`] when a header the decision needs is missing or malformed.
+#[inline(always)]
+pub fn try_befund_wan(ctx: &XdpContext) -> Result<Verdict, Unparseable> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // SAFETY: the kernel keeps `data..data_end` of the XDP buffer readable
+    // while the program runs, and `pkt` does not outlive this call.
+    let pkt = unsafe { Packet::new(start, end, end - start) };
+
+    match frame::parse(&pkt)? {
+        Frame::Arp => Ok(Verdict::Pass(SLOT_ARP)),
+        Frame::Other => Ok(Verdict::Drop(SLOT_DEFAULT_DROP)),
+        Frame::Ip(ip) => ip_verdict(&pkt, &ip),
+    }
+}
+
+/// The rules for IP packets, in order; the first that applies decides.
+#[inline(always)]
+fn ip_verdict(pkt: &Packet<'_>, ip: &Ip) -> Result<Verdict, Unparseable> {
+    // Nothing reaches a protected address: no port, no protocol, no
+    // fragment, no allow rule.
+    if let Some(slot) = maps::slot_of_addr(&PROTECTED, &ip.dst) {
+        return Ok(Verdict::Drop(slot));
+    }
+    // A blocked source overrides every allow rule.
+    if let Some(slot) = maps::slot_of_addr(&BLOCKLIST, &ip.src) {
+        return Ok(Verdict::Drop(slot));
+    }
+    // A later fragment has no transport header, so no port rule may match it.
+    // (Neighbour discovery, which the rule order puts first, is never such a
+    // fragment: it needs its ICMPv6 header.)
+    if ip.later_fragment {
+        return Ok(Verdict::Drop(SLOT_FRAGMENT));
+    }
+
+    let transport = transport::parse(pkt, ip)?;
+    if is_neighbour_discovery(ip, &transport) {
+        return Ok(Verdict::Pass(SLOT_NEIGHBOUR_DISCOVERY));
+    }
+    if let Some(slot) = allow_rule(ip, &transport) {
+        return Ok(Verdict::Pass(slot));
+    }
+
+    let settings = maps::settings();
+    if settings.lockdown != 0 {
+        return Ok(Verdict::Drop(SLOT_LOCKDOWN));
+    }
+    if is_for_proxy(ip, &transport, &settings) {
+        return Ok(Verdict::Pass(SLOT_PROXY));
+    }
+    if is_path_mtu_signal(ip, &transport) {
+        return Ok(Verdict::Pass(SLOT_PATH_MTU));
+    }
+    if is_reply(ip, &transport, &settings) {
+        return Ok(Verdict::Pass(SLOT_REPLY));
+    }
+    Ok(Verdict::Drop(SLOT_DEFAULT_DROP))
+}
+
+/// ICMPv6 router/neighbour solicitation and advertisement or redirect that
+/// has not crossed a router.
+#[inline(always)]
+fn is_neighbour_discovery(ip: &Ip, transport: &Transport) -> bool {
+    let Transport::Icmp { kind, .. } = *transport else {
+        return false;
+    };
+    ip.v6 && (ICMPV6_ND_FIRST..=ICMPV6_ND_LAST).contains(&kind) && ip.hop_limit == ND_HOP_LIMIT
+}
+
+/// The slot of the operator rule that admits this TCP or UDP packet.
+#[inline(always)]
+fn allow_rule(ip: &Ip, transport: &Transport) -> Option<u32> {
+    let port = match *transport {
+        Transport::Tcp { dst_port, .. } | Transport::Udp { dst_port, .. } => dst_port,
+        _ => return None,
+    };
+    maps::slot_of_allow_rule(ip.proto, port, &ip.src)
+}
+
+/// TCP to one of the proxy's addresses on the proxy port.
+#[inline(always)]
+fn is_for_proxy(ip: &Ip, transport: &Transport, settings: &FilterSettings) -> bool {
+    let Transport::Tcp { dst_port, .. } = *transport else {
+        return false;
+    };
+    // Port 0 is the unconfigured state and admits nothing.
+    settings.proxy_port != 0
+        && u16::from_be_bytes(dst_port) == settings.proxy_port
+        && maps::local_flags(&ip.dst) & LOCAL_PROXY != 0
+}
+
+/// ICMP "fragmentation needed" or ICMPv6 "packet too big" for the gateway:
+/// without them path MTU discovery of the gateway's own connections fails.
+#[inline(always)]
+fn is_path_mtu_signal(ip: &Ip, transport: &Transport) -> bool {
+    let Transport::Icmp { kind, code, .. } = *transport else {
+        return false;
+    };
+    let too_big = if ip.v6 {
+        kind == ICMPV6_PACKET_TOO_BIG
+    } else {
+        kind == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED
+    };
+    too_big && maps::local_flags(&ip.dst) & LOCAL_GATEWAY != 0
+}
+
+/// A reply within a flow that the gateway opened and used recently.
+#[inline(always)]
+fn is_reply(ip: &Ip, transport: &Transport, settings: &FilterSettings) -> bool {
+    let echo_reply = if ip.v6 {
+        ICMPV6_ECHO_REPLY
+    } else {
+        ICMP_ECHO_REPLY
+    };
+    let (remote_port, local_port, timeout) = match *transport {
+        // A segment that opens a connection (SYN without ACK) answers
+        // nothing; a flood of them costs no flow lookup.
+        Transport::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK) == TCP_SYN => return false,
+        Transport::Tcp {
+            src_port, dst_port, ..
+        } => (src_port, dst_port, settings.tcp_flow_timeout_secs),
+        Transport::Udp { src_port, dst_port } => {
+            (src_port, dst_port, settings.udp_flow_timeout_secs)
+        }
+        Transport::Icmp { kind, id, .. } if kind == echo_reply => {
+            (id, id, settings.udp_flow_timeout_secs)
+        }
+        _ => return false,
+    };
+
+    let flow = flows::key(&ip.src, &ip.dst, remote_port, local_port, ip.proto);
+    flows::is_fresh(&flow, timeout)
+}
