@@ -1,5 +1,393 @@
 //! The XDP WAN filter: loading, attaching, pinning and rule maps.
+//!
+//! [`Firewall::start`] loads the embedded object with its maps pinned under
+//! `<pin_root>/maps` (reusing them when they exist, so rules and counters
+//! survive a restart), writes the configuration and the state file's rules
+//! into them, and attaches both programs so that they stay when the daemon
+//! stops. [`control`] holds the operations of `befundctl fw`, which work on
+//! the pinned maps whether the daemon runs or not.
+
+pub mod attach;
+pub mod control;
+mod error;
+pub mod interface;
+pub mod maps;
+pub mod rules;
+pub mod slots;
+pub mod state;
+
+use std::{collections::BTreeMap, net::IpAddr, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, Xdp},
+};
+use befund_common::{
+    COUNTER_SLOTS, FIXED_SLOT_NAMES, FilterSettings, LOCAL_GATEWAY, LOCAL_PROXY, programs,
+};
+use tracing::{info, warn};
+
+pub use self::{
+    attach::{EgressAttach, XdpAttach},
+    error::{FirewallError, LinkOrPinError},
+    maps::{FilterMaps, SlotCounter},
+    rules::{AllowRule, Origin, Protocol, Rule, RuleSet},
+    state::{FirewallState, StateError},
+};
+use self::{interface::Interface, maps::MAP_NAMES, state::StateLock};
+use crate::{cidr::mapped, config::FirewallConfig, config::firewall::XdpMode};
 
 /// The compiled filter object, embedded at build time.
 pub static FILTER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/befund-filter"));
+
+/// The running filter as the daemon holds it.
+pub struct Firewall {
+    config: FirewallConfig,
+    maps: FilterMaps,
+    /// The loaded object; kept so its program and map descriptors stay valid
+    /// for the daemon's lifetime (the attachments do not depend on it).
+    _object: Ebpf,
+}
+
+/// What [`Firewall::start`] did, for the start-up log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartReport {
+    /// The XDP attachment.
+    pub xdp: XdpAttach,
+    /// The egress attachment.
+    pub egress: EgressAttach,
+    /// Rules in force.
+    pub rules: usize,
+    /// Local addresses written.
+    pub local_addresses: usize,
+    /// Whether lockdown is on (from the configuration or `befundctl`).
+    pub lockdown: bool,
+}
+
+/// What [`apply`] wrote.
+struct Applied {
+    rules: usize,
+    local_addresses: usize,
+    lockdown: bool,
+}
+
+/// One counter slot with what it counts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NamedCounter {
+    /// The slot.
+    pub slot: u32,
+    /// A fixed verdict (`default_drop`, `proxy`, ...) or a rule (`block
+    /// 203.0.113.0/24`).
+    pub name: String,
+    /// Whether the slot belongs to an operator rule.
+    pub rule: bool,
+    /// Packets counted.
+    pub packets: u64,
+    /// Bytes counted.
+    pub bytes: u64,
+}
+
+impl Firewall {
+    /// Loads, configures and attaches the filter as `config` says, keeping
+    /// (and atomically replacing) a filter that an earlier run left pinned.
+    ///
+    /// # Errors
+    ///
+    /// [`FirewallError`] naming what failed and what to do. When an error
+    /// occurs after a filter was pinned, that filter stays in place.
+    pub fn start(config: &FirewallConfig) -> Result<(Self, StartReport), FirewallError> {
+        let iface = lookup_interface(&config.interface)?;
+        attach::prepare_pin_root(&config.pin_root)?;
+        if config.xdp_mode == XdpMode::Skb {
+            warn!(
+                interface = %config.interface,
+                "attaching the filter in skb (generic) mode: slower than native mode, use it \
+                 only for drivers without native XDP"
+            );
+        }
+
+        let plan = attach::plan_xdp(&config.pin_root, &iface, config.xdp_mode)?;
+        let mut object = load_object(&config.pin_root)?;
+        let mut maps = FilterMaps::open(&config.pin_root)?;
+        let lock = StateLock::acquire(&config.state_file)?;
+        let mut state = lock.load()?;
+        let applied = apply(&mut maps, config, &mut state, &iface)?;
+        lock.save(&state)?;
+        drop(lock);
+
+        let egress: &mut SchedClassifier = program(&mut object, programs::WAN_EGRESS)?;
+        let egress = attach::attach_egress(egress, &config.interface)?;
+        let xdp: &mut Xdp = program(&mut object, programs::WAN_INGRESS)?;
+        let xdp = attach::attach_xdp(xdp, plan, &config.pin_root, &iface, config.xdp_mode)?;
+
+        let report = StartReport {
+            xdp,
+            egress,
+            rules: applied.rules,
+            local_addresses: applied.local_addresses,
+            lockdown: applied.lockdown,
+        };
+        let firewall = Self {
+            config: config.clone(),
+            maps,
+            _object: object,
+        };
+        Ok((firewall, report))
+    }
+
+    /// Applies a changed `[firewall]` section: settings, local addresses and
+    /// rules. The interface, mode and pin root change only with a restart.
+    ///
+    /// # Errors
+    ///
+    /// [`FirewallError::NeedsRestart`] for those keys (nothing is changed);
+    /// otherwise the first map or state error.
+    pub fn reload(&mut self, config: &FirewallConfig) -> Result<usize, FirewallError> {
+        for (key, changed) in [
+            ("interface", config.interface != self.config.interface),
+            ("xdp_mode", config.xdp_mode != self.config.xdp_mode),
+            ("pin_root", config.pin_root != self.config.pin_root),
+        ] {
+            if changed {
+                return Err(FirewallError::NeedsRestart { key });
+            }
+        }
+        let iface = lookup_interface(&config.interface)?;
+        let lock = StateLock::acquire(&config.state_file)?;
+        let mut state = lock.load()?;
+        let applied = apply(&mut self.maps, config, &mut state, &iface)?;
+        lock.save(&state)?;
+        self.config = config.clone();
+        info!(
+            rules = applied.rules,
+            local_addresses = applied.local_addresses,
+            lockdown = applied.lockdown,
+            "firewall configuration reloaded"
+        );
+        Ok(applied.rules)
+    }
+
+    /// Every counter slot in use, named.
+    ///
+    /// # Errors
+    ///
+    /// The map error.
+    pub fn counters(&self) -> Result<Vec<NamedCounter>, FirewallError> {
+        named_counters(&self.maps)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &FirewallConfig {
+        &self.config
+    }
+}
+
+fn lookup_interface(name: &str) -> Result<Interface, FirewallError> {
+    interface::by_name(name)
+        .map_err(|source| FirewallError::Netlink {
+            operation: "look up interfaces",
+            source,
+        })?
+        .ok_or_else(|| FirewallError::UnknownInterface {
+            name: name.to_owned(),
+        })
+}
+
+fn load_object(pin_root: &Path) -> Result<Ebpf, FirewallError> {
+    let paths: Vec<_> = MAP_NAMES
+        .iter()
+        .map(|name| (*name, maps::map_path(pin_root, name)))
+        .collect();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut object = loader
+        .load(FILTER_OBJECT)
+        .map_err(|source| FirewallError::Load {
+            pin_root: pin_root.to_path_buf(),
+            source: Box::new(source),
+        })?;
+    for name in MAP_NAMES {
+        if object.map(name).is_none() {
+            return Err(FirewallError::MissingInObject { kind: "map", name });
+        }
+    }
+    load_program::<Xdp>(&mut object, programs::WAN_INGRESS)?;
+    load_program::<SchedClassifier>(&mut object, programs::WAN_EGRESS)?;
+    Ok(object)
+}
+
+trait Loadable {
+    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+
+impl Loadable for Xdp {
+    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+impl Loadable for SchedClassifier {
+    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError> {
+        self.load()
+    }
+}
+
+fn program<'a, P>(object: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, FirewallError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
+    object
+        .program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(FirewallError::MissingInObject {
+            kind: "program",
+            name,
+        })
+}
+
+fn load_program<P: Loadable>(object: &mut Ebpf, name: &'static str) -> Result<(), FirewallError>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
+    program::<P>(object, name)?
+        .load_into_kernel()
+        .map_err(|source| FirewallError::LoadProgram {
+            program: name,
+            source: Box::new(source),
+        })
+}
+
+/// Writes settings, local addresses and rules (configuration plus state)
+/// into the maps, assigning counter slots.
+fn apply(
+    maps: &mut FilterMaps,
+    config: &FirewallConfig,
+    state: &mut FirewallState,
+    iface: &Interface,
+) -> Result<Applied, FirewallError> {
+    let set = RuleSet::combine(config, state);
+    state.slots.retain(|r| set.rules.contains_key(r));
+    let mut wanted = BTreeMap::new();
+    for rule in set.rules.keys() {
+        let assigned = state.slots.assign(*rule)?;
+        if assigned.fresh {
+            maps.zero_counter(assigned.slot)?;
+        }
+        wanted.insert(*rule, assigned.slot);
+    }
+    maps.sync_rules(&wanted)?;
+
+    let own = interface::addresses(iface.index).map_err(|source| FirewallError::Netlink {
+        operation: "list the interface's addresses",
+        source,
+    })?;
+    let local = local_addresses(&config.proxy_addresses, &own);
+    maps.sync_local(&local)?;
+
+    let lockdown = set.lockdown.0;
+    maps.set_settings(&settings(config, lockdown))?;
+    Ok(Applied {
+        rules: wanted.len(),
+        local_addresses: local.len(),
+        lockdown,
+    })
+}
+
+/// The local-address map: proxy addresses admit the proxy port, and every
+/// address of the gateway (proxy ones included) receives path-MTU messages.
+fn local_addresses(proxy: &[IpAddr], own: &[IpAddr]) -> BTreeMap<[u8; 16], u32> {
+    let mut local = BTreeMap::new();
+    for addr in own {
+        *local.entry(mapped(*addr)).or_insert(0) |= LOCAL_GATEWAY;
+    }
+    for addr in proxy {
+        *local.entry(mapped(*addr)).or_insert(0) |= LOCAL_PROXY | LOCAL_GATEWAY;
+    }
+    local
+}
+
+fn settings(config: &FirewallConfig, lockdown: bool) -> FilterSettings {
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    FilterSettings {
+        proxy_port: config.proxy_port,
+        reserved: 0,
+        lockdown: u32::from(lockdown),
+        tcp_flow_timeout_secs: secs(config.tcp_flow_timeout),
+        udp_flow_timeout_secs: secs(config.udp_flow_timeout),
+    }
+}
+
+/// The fixed slots, every slot owned by a rule in the maps, and any other
+/// slot that counted something.
+pub(crate) fn named_counters(maps: &FilterMaps) -> Result<Vec<NamedCounter>, FirewallError> {
+    let by_slot: BTreeMap<u32, Rule> = maps.rules().into_iter().map(|(r, s)| (s, r)).collect();
+    let fixed: BTreeMap<u32, &str> = FIXED_SLOT_NAMES.into_iter().collect();
+    Ok(maps
+        .counters()?
+        .into_iter()
+        .filter(|c| c.slot < COUNTER_SLOTS)
+        .filter_map(
+            |SlotCounter {
+                 slot,
+                 packets,
+                 bytes,
+             }| {
+                let (name, rule) = if let Some(name) = fixed.get(&slot) {
+                    ((*name).to_owned(), false)
+                } else if let Some(rule) = by_slot.get(&slot) {
+                    (rule.to_string(), true)
+                } else if packets > 0 {
+                    (format!("slot {slot} (no rule)"), false)
+                } else {
+                    return None;
+                };
+                Some(NamedCounter {
+                    slot,
+                    name,
+                    rule,
+                    packets,
+                    bytes,
+                })
+            },
+        )
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_addresses_are_local_proxy_and_gateway() {
+        let proxy: IpAddr = "192.0.2.10".parse().unwrap();
+        let own: IpAddr = "192.0.2.1".parse().unwrap();
+        let local = local_addresses(&[proxy], &[own, proxy]);
+        assert_eq!(local[&mapped(proxy)], LOCAL_PROXY | LOCAL_GATEWAY);
+        assert_eq!(local[&mapped(own)], LOCAL_GATEWAY);
+        assert_eq!(local.len(), 2);
+    }
+
+    #[test]
+    fn settings_carry_port_lockdown_and_timeouts_in_seconds() {
+        let config = crate::config::Config::parse(
+            Path::new("t.toml"),
+            "[firewall]\ninterface = \"wan0\"\nproxy_addresses = [\"192.0.2.10\"]\n\
+             proxy_port = 8443\ntcp_flow_timeout = \"2m\"\nudp_flow_timeout = \"20s\"\n",
+        )
+        .unwrap()
+        .firewall;
+        assert_eq!(
+            settings(&config, true),
+            FilterSettings {
+                proxy_port: 8443,
+                reserved: 0,
+                lockdown: 1,
+                tcp_flow_timeout_secs: 120,
+                udp_flow_timeout_secs: 20,
+            }
+        );
+    }
+}
