@@ -7,8 +7,12 @@ const TOOLCHAIN: &str = "befund-bpf";
 fn main() -> anyhow::Result<()> {
     // Only aya_ebpf may use its unstable feature; Debian's prebuilt `core`
     // for the BPF target means no -Z build-std is needed.
+    // The nested cargo's progress lines would each become a build warning.
     // SAFETY: build scripts are single-threaded.
-    unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf") };
+    unsafe {
+        std::env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf");
+        std::env::set_var("CARGO_TERM_QUIET", "true");
+    }
     println!("cargo:rerun-if-changed=../befund-common/src");
 
     let package = aya_build::Package {

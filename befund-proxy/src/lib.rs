@@ -2,8 +2,16 @@
 //! operator tool's commands.
 #![forbid(unsafe_code)]
 
+pub mod access_protocol;
+pub mod audit;
+pub mod ca;
+pub mod check;
 pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod firewall;
+pub mod logging;
+pub mod privileges;
+pub mod proxy;
+pub mod tls;

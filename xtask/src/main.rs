@@ -4,6 +4,7 @@
 
 mod bench;
 mod command;
+mod demo;
 mod setup;
 mod test;
 
@@ -21,6 +22,9 @@ enum Task {
     /// Install what the build needs (Debian packages, bpf-linker, the linked
     /// BPF toolchain). Idempotent; needs root for apt.
     Setup,
+    /// Build everything and run the gateway, the reference Befundserver and
+    /// the lab's access protocol in network namespaces.
+    Demo(demo::Options),
     /// Run setup, fmt check, clippy, unit tests and the privileged tests.
     Test(test::Options),
     /// Measure performance (needs root), e.g. `cargo xtask bench xdp`.
@@ -31,6 +35,7 @@ fn main() {
     let Cli { task } = Cli::parse();
     let result = match task {
         Task::Setup => setup::run(),
+        Task::Demo(options) => demo::run(options),
         Task::Test(options) => test::run(options),
         Task::Bench(options) => bench::run(options),
     };

@@ -1,10 +1,16 @@
-//! `befund-proxy`: the gateway daemon.
+//! `befund-proxy`: the Befund Gateway daemon.
 
-use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use befund_proxy::{config::DEFAULT_CONFIG_PATH, daemon};
+use befund_proxy::{
+    check,
+    config::{Config, DEFAULT_CONFIG_PATH},
+    daemon, logging,
+};
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "befund-proxy", version, about = "The Befund Gateway daemon")]
@@ -15,14 +21,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach the WAN filter and run until SIGTERM/SIGINT (SIGHUP reloads).
-    /// The filter stays attached when the daemon stops.
+    /// Attach the WAN filter and serve HTTPS until SIGTERM/SIGINT (SIGHUP
+    /// reloads). The filter stays attached when the daemon stops.
     Run {
         /// The configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Validate the configuration file and exit.
+    /// Validate the configuration and every file it names, without starting
+    /// anything.
     CheckConfig {
         /// The configuration file.
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
@@ -33,37 +40,58 @@ enum Command {
 /// Exit status for an unusable configuration (sysexits' EX_CONFIG).
 const EX_CONFIG: u8 = 78;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
+fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::CheckConfig { config } => match daemon::check_config(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("befund-proxy: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Err(e) = logging::init(&config.log) {
+        eprintln!("befund-proxy: {}: key `log.level`: {e}", path.display());
+        return ExitCode::from(EX_CONFIG);
+    }
+    match daemon::run(path, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(daemon::DaemonError::Config(e)) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("befund-proxy: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("befund-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    match check::check_config(path) {
+        Ok(report) => {
+            for line in report.lines {
+                println!("{line}");
             }
-            Err(e) => {
-                eprintln!("befund-proxy: {e}");
-                ExitCode::from(EX_CONFIG)
+            println!("{}: configuration OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(failed) => {
+            for error in &failed.errors {
+                eprintln!("error: {error}");
             }
-        },
-        Command::Run { config } => match daemon::run(&config).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(daemon::DaemonError::Config(e)) => {
-                eprintln!("befund-proxy: {e}");
-                ExitCode::from(EX_CONFIG)
-            }
-            Err(e) => {
-                eprintln!("befund-proxy: {e}");
-                ExitCode::FAILURE
-            }
-        },
+            ExitCode::from(EX_CONFIG)
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use befund_proxy::cli::fw;
+use befund_proxy::cli::{self, audit, fw};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -16,18 +16,29 @@ struct Cli {
 enum Command {
     /// Firewall rules, counters and the filter's attachment.
     Fw(fw::FwArgs),
+    /// Create the lab's internal CA or adopt an existing one.
+    #[command(subcommand)]
+    Ca(cli::ca::CaCommand),
+    /// Issue, list, show, revoke and export certificates.
+    #[command(subcommand)]
+    Cert(cli::cert::CertCommand),
+    /// Publish a fresh CRL (run daily by befund-crl.timer).
+    Crl(cli::crl::CrlArgs),
+    /// Run the lab's access tests against a deployment and write the protocol.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
     let Cli { command } = Cli::parse();
-    let result = match command {
-        Command::Fw(args) => fw::run(args).map_err(|e| e.to_string()),
+    let result: anyhow::Result<()> = match command {
+        Command::Fw(args) => fw::run(args).map(|out| print!("{out}")).map_err(Into::into),
+        Command::Ca(cmd) => cmd.run().map_err(Into::into),
+        Command::Cert(cmd) => cmd.run().map_err(Into::into),
+        Command::Crl(cmd) => cmd.run().map_err(Into::into),
+        Command::Audit(args) => audit::run_and_exit(&args),
     };
     match result {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("befundctl: {e}");
             ExitCode::FAILURE

@@ -1,3 +1,7 @@
 //! `befundctl`'s subcommands, one module each.
 
+pub mod audit;
+pub mod ca;
+pub mod cert;
+pub mod crl;
 pub mod fw;

@@ -5,12 +5,24 @@
 //! changes anything. Every error names the file, the key and the fix.
 
 pub mod firewall;
+pub mod identity;
+pub mod limits;
+pub mod log;
+pub mod runtime;
+pub mod tls;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 pub use self::firewall::FirewallConfig;
+pub use self::identity::IdentityConfig;
+pub use self::limits::LimitsConfig;
+pub use self::log::{AuditTarget, LogConfig, LogFormat};
+pub use self::runtime::RuntimeConfig;
+pub use self::tls::{CrlExpiredPolicy, TlsConfig};
+pub use self::upstream::{UpstreamConfig, UpstreamScheme, UpstreamUrl};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/befund/befund.toml";
@@ -19,8 +31,27 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/befund/befund.toml";
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this configuration was read from (for error messages); empty
+    /// when parsed from a string without a name.
+    #[serde(skip)]
+    pub source: PathBuf,
     /// The XDP WAN filter.
     pub firewall: FirewallConfig,
+    /// The client-facing HTTPS listener and the client-certificate policy.
+    pub tls: TlsConfig,
+    /// The Befundserver.
+    pub upstream: UpstreamConfig,
+    /// The identity forwarded to the Befundserver.
+    pub identity: IdentityConfig,
+    /// Timeouts and sizes.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Daemon log and audit log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Process settings (privilege drop).
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 /// A configuration error: which file, which key, what is wrong and how to fix it.
@@ -53,6 +84,18 @@ pub enum ConfigError {
         /// What is wrong and what to do instead.
         problem: String,
     },
+    /// A file named by a key cannot be used.
+    #[error("{path}: key `{key}`: {file}: {problem}")]
+    File {
+        /// The configuration file.
+        path: PathBuf,
+        /// Dotted key that names the file, e.g. `tls.private_key`.
+        key: String,
+        /// The file named by the key.
+        file: PathBuf,
+        /// What is wrong with it and what to do instead.
+        problem: String,
+    },
 }
 
 impl Config {
@@ -67,15 +110,22 @@ impl Config {
 
     /// Parses and validates `text`; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        config.source = path.to_path_buf();
         config.validate(path)?;
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        self.firewall.validate(path)
+        self.firewall.validate(path)?;
+        self.tls.validate(path)?;
+        self.upstream.validate(path)?;
+        self.identity.validate(path)?;
+        self.limits.validate(path)?;
+        self.log.validate(path)?;
+        self.runtime.validate(path)
     }
 }

@@ -1,0 +1,296 @@
+//! Per-connection deadlines that hyper does not enforce the way the proxy needs.
+//!
+//! A connection is in one of three phases:
+//! - *reading a request head*: right after the handshake, and (HTTP/1.1) as
+//!   soon as the first byte of a further request arrives; it must turn into a
+//!   request within `header_read_timeout`, so a client that trickles its
+//!   headers byte by byte is cut off;
+//! - *busy*: at least one request is in progress; the connection is cut off
+//!   only if no byte moves in either direction for `stall_timeout`;
+//! - *idle*: between requests; closed after `idle_timeout`.
+//!
+//! [`MonitoredIo`] reports bytes, the request service reports requests, and
+//! [`Activity::expired`] resolves when the current phase's deadline passes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Why a connection's deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// A request head did not arrive completely in time.
+    HeaderTimeout,
+    /// No request for `idle_timeout`.
+    Idle,
+    /// Requests in progress but no byte moved for `stall_timeout`.
+    Stalled,
+}
+
+/// The deadlines of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// Time allowed for a request head once it started.
+    pub header_read_timeout: Duration,
+    /// Time allowed between requests.
+    pub idle_timeout: Duration,
+    /// Time allowed without any byte moving while requests are in progress.
+    pub stall_timeout: Duration,
+    /// Whether bytes arriving between requests start the header deadline
+    /// (HTTP/1.1; for HTTP/2 control frames arrive between requests too).
+    pub bytes_start_a_request: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    ReadingHead { since: Instant },
+    Busy { requests: usize },
+    Idle { since: Instant },
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    last_io: Instant,
+}
+
+/// Shared between the connection's IO, its request service and its watchdog.
+#[derive(Debug)]
+pub struct Activity {
+    state: Mutex<State>,
+    changed: Notify,
+    deadlines: Deadlines,
+}
+
+impl Activity {
+    /// A connection whose handshake just completed: waiting for the first request.
+    pub fn new(deadlines: Deadlines) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Self {
+            state: Mutex::new(State {
+                phase: Phase::ReadingHead { since: now },
+                last_io: now,
+            }),
+            changed: Notify::new(),
+            deadlines,
+        })
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut state)
+    }
+
+    fn bytes_read(&self) {
+        let now = Instant::now();
+        let started_head = self.with_state(|s| {
+            s.last_io = now;
+            match s.phase {
+                Phase::Idle { .. } if self.deadlines.bytes_start_a_request => {
+                    s.phase = Phase::ReadingHead { since: now };
+                    true
+                }
+                _ => false,
+            }
+        });
+        if started_head {
+            self.changed.notify_one();
+        }
+    }
+
+    fn bytes_written(&self) {
+        let now = Instant::now();
+        self.with_state(|s| s.last_io = now);
+    }
+
+    /// A request head arrived and is being handled.
+    pub fn request_started(&self) {
+        self.with_state(|s| {
+            s.phase = match s.phase {
+                Phase::Busy { requests } => Phase::Busy {
+                    requests: requests + 1,
+                },
+                _ => Phase::Busy { requests: 1 },
+            };
+        });
+        self.changed.notify_one();
+    }
+
+    /// A response has been sent completely (or abandoned).
+    pub fn request_finished(&self) {
+        let now = Instant::now();
+        self.with_state(|s| {
+            s.phase = match s.phase {
+                Phase::Busy { requests } if requests > 1 => Phase::Busy {
+                    requests: requests - 1,
+                },
+                _ => Phase::Idle { since: now },
+            };
+        });
+        self.changed.notify_one();
+    }
+
+    fn deadline(&self) -> (Instant, Expiry) {
+        let d = &self.deadlines;
+        self.with_state(|s| match s.phase {
+            Phase::ReadingHead { since } => (since + d.header_read_timeout, Expiry::HeaderTimeout),
+            Phase::Idle { since } => (since + d.idle_timeout, Expiry::Idle),
+            Phase::Busy { .. } => (s.last_io + d.stall_timeout, Expiry::Stalled),
+        })
+    }
+
+    /// Resolves once the current phase's deadline has passed.
+    pub async fn expired(&self) -> Expiry {
+        loop {
+            let (deadline, _) = self.deadline();
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {
+                    // The phase may have changed just now; only expire if the
+                    // deadline still stands.
+                    let (current, current_expiry) = self.deadline();
+                    if current <= Instant::now() {
+                        return current_expiry;
+                    }
+                }
+                () = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Wraps a connection's stream and reports bytes to its [`Activity`].
+    #[derive(Debug)]
+    pub struct MonitoredIo<T> {
+        #[pin]
+        inner: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T> MonitoredIo<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.bytes_read();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.bytes_written();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.bytes_written();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deadlines() -> Deadlines {
+        Deadlines {
+            header_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(90),
+            bytes_start_a_request: true,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_request_after_handshake_expires_as_header_timeout() {
+        let activity = Activity::new(deadlines());
+        assert_eq!(activity.expired().await, Expiry::HeaderTimeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finished_request_leaves_connection_idle() {
+        let activity = Activity::new(deadlines());
+        activity.request_started();
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::Idle);
+        assert!(start.elapsed() >= Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn byte_after_idle_starts_the_header_deadline() {
+        let activity = Activity::new(deadlines());
+        activity.request_started();
+        activity.request_finished();
+        let watchdog = {
+            let activity = activity.clone();
+            tokio::spawn(async move { activity.expired().await })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        activity.bytes_read();
+        let start = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::HeaderTimeout);
+        assert!(start.elapsed() <= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_connection_expires_only_when_stalled() {
+        let activity = Activity::new(deadlines());
+        activity.request_started();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::Stalled);
+        assert!(start.elapsed() >= Duration::from_secs(90));
+    }
+}

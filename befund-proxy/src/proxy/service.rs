@@ -1,0 +1,512 @@
+//! Handling one request: Host check, identity headers, forwarding, errors and
+//! the audit record.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::activity::Activity;
+use super::authority::{AuthorityError, check_authority};
+use super::identity::{ClientIdentity, IdentityHeaders};
+use super::metrics::{ProxyMetrics, Side};
+use super::upstream::Upstream;
+use crate::audit::{AuditLog, AuditRecord, timestamp};
+
+/// What every connection of the proxy shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub server_name: String,
+    pub identity_headers: IdentityHeaders,
+    pub upstream: Upstream,
+    pub audit: AuditLog,
+    pub metrics: Arc<ProxyMetrics>,
+}
+
+/// One verified client connection.
+#[derive(Debug)]
+pub(crate) struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    pub identity: ClientIdentity,
+    pub activity: Arc<Activity>,
+}
+
+/// Handles one request from a verified client.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnectionInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<AuditedBody>, Infallible> {
+    conn.activity.request_started();
+    shared.metrics.requests.inc();
+    let mut record = RequestRecord::new(&request);
+
+    let response = match forward(&shared, &conn, request, &mut record).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.boxed())
+        }
+        Err(failure) => {
+            record.error_side = Some(failure.side);
+            failure.log(conn.peer, &record);
+            failure.response()
+        }
+    };
+    record.status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        AuditedBody::new(body, shared, conn, record),
+    ))
+}
+
+async fn forward(
+    shared: &Shared,
+    conn: &ConnectionInfo,
+    request: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Response<Incoming>, Failure> {
+    let (mut parts, body) = request.into_parts();
+    if parts.method == http::Method::CONNECT {
+        return Err(Failure::new(
+            FailureKind::MethodNotAllowed,
+            Side::Client,
+            "CONNECT: the proxy opens no tunnels".into(),
+        ));
+    }
+    let host = check_authority(
+        &parts.uri,
+        &parts.headers,
+        &shared.server_name,
+        conn.local_port,
+    )
+    .map_err(|e| {
+        if e == AuthorityError::Misdirected {
+            shared.metrics.misdirected.inc();
+        }
+        Failure::authority(e, &parts.headers, &parts.uri)
+    })?;
+
+    let uri = shared
+        .upstream
+        .uri_for(parts.uri.path_and_query())
+        .map_err(|e| Failure::new(FailureKind::Internal, Side::Proxy, e.to_string()))?;
+
+    let mut headers = std::mem::take(&mut parts.headers);
+    remove_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    headers.remove(header::EXPECT);
+    join_cookies(&mut headers);
+    shared.identity_headers.strip(&mut headers);
+    shared
+        .identity_headers
+        .apply(&mut headers, &conn.identity, conn.peer.ip(), &host);
+
+    let mut upstream_request = Request::new(body);
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = uri;
+    *upstream_request.version_mut() = Version::HTTP_11;
+    *upstream_request.headers_mut() = headers;
+
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        shared.upstream.response_timeout(),
+        shared.upstream.client().request(upstream_request),
+    )
+    .await;
+    record.upstream_ms = Some(millis(started.elapsed()));
+    match result {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => {
+            shared.metrics.upstream_errors.inc();
+            let kind = if e.is_connect() {
+                FailureKind::UpstreamUnreachable
+            } else {
+                FailureKind::UpstreamFailed
+            };
+            Err(Failure::new(
+                kind,
+                Side::Upstream,
+                ErrorChain(&e).to_string(),
+            ))
+        }
+        Err(_) => {
+            shared.metrics.upstream_timeouts.inc();
+            Err(Failure::new(
+                FailureKind::UpstreamTimeout,
+                Side::Upstream,
+                format!(
+                    "no response within {:?}",
+                    shared.upstream.response_timeout()
+                ),
+            ))
+        }
+    }
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one.
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<u8> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Removes the headers that describe one connection rather than the message:
+/// those `Connection` lists and the standard hop-by-hop headers.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailureKind {
+    BadRequest,
+    MethodNotAllowed,
+    Misdirected,
+    UpstreamUnreachable,
+    UpstreamFailed,
+    UpstreamTimeout,
+    Internal,
+}
+
+/// A request the proxy answers itself, and why.
+#[derive(Debug)]
+struct Failure {
+    kind: FailureKind,
+    side: Side,
+    detail: String,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, side: Side, detail: String) -> Self {
+        Self { kind, side, detail }
+    }
+
+    fn authority(error: AuthorityError, headers: &HeaderMap, uri: &http::Uri) -> Self {
+        let host = headers
+            .get(header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .or_else(|| uri.authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let (kind, detail) = match error {
+            AuthorityError::Missing => (FailureKind::BadRequest, "no Host header".to_owned()),
+            AuthorityError::Malformed => (
+                FailureKind::BadRequest,
+                format!("malformed or conflicting Host {host:?}"),
+            ),
+            AuthorityError::Misdirected => {
+                (FailureKind::Misdirected, format!("request for {host:?}"))
+            }
+        };
+        Self::new(kind, Side::Client, detail)
+    }
+
+    fn status_and_text(&self) -> (StatusCode, &'static str) {
+        match self.kind {
+            FailureKind::BadRequest => (StatusCode::BAD_REQUEST, "bad request\n"),
+            FailureKind::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            FailureKind::Misdirected => (StatusCode::MISDIRECTED_REQUEST, "misdirected request\n"),
+            FailureKind::UpstreamUnreachable | FailureKind::UpstreamFailed => {
+                (StatusCode::BAD_GATEWAY, "bad gateway\n")
+            }
+            FailureKind::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
+            FailureKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
+        }
+    }
+
+    /// A short response that reveals nothing about the lab network.
+    fn response(&self) -> Response<BoxBody<Bytes, hyper::Error>> {
+        let (status, text) = self.status_and_text();
+        let mut response = Response::new(
+            Full::new(Bytes::from_static(text.as_bytes()))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    fn log(&self, peer: SocketAddr, record: &RequestRecord) {
+        let side = self.side.as_str();
+        let detail = &self.detail;
+        let (method, path) = (&record.method, &record.path);
+        match self.kind {
+            FailureKind::BadRequest | FailureKind::MethodNotAllowed | FailureKind::Misdirected => {
+                tracing::warn!(%peer, side, %method, %path, %detail, "request refused");
+            }
+            FailureKind::UpstreamUnreachable => {
+                tracing::warn!(%peer, side, %method, %path, error = %detail, "befundserver unreachable");
+            }
+            FailureKind::UpstreamFailed => {
+                tracing::warn!(%peer, side, %method, %path, error = %detail, "befundserver failed");
+            }
+            FailureKind::UpstreamTimeout => {
+                tracing::warn!(%peer, side, %method, %path, error = %detail, "befundserver too slow");
+            }
+            FailureKind::Internal => {
+                tracing::error!(%peer, side, %method, %path, error = %detail, "internal error");
+            }
+        }
+    }
+}
+
+/// Formats an error with its sources, `outer: inner: innermost`.
+pub(crate) struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// What the audit line of one request needs, collected while handling it.
+#[derive(Debug)]
+pub(crate) struct RequestRecord {
+    time: SystemTime,
+    started: Instant,
+    method: String,
+    path: String,
+    version: &'static str,
+    status: u16,
+    upstream_ms: Option<f64>,
+    error_side: Option<Side>,
+}
+
+impl RequestRecord {
+    fn new<B>(request: &Request<B>) -> Self {
+        Self {
+            time: SystemTime::now(),
+            started: Instant::now(),
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            version: match request.version() {
+                Version::HTTP_2 => "HTTP/2.0",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: 0,
+            upstream_ms: None,
+            error_side: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body: counts the bytes sent and, when the body is done
+    /// (or abandoned), writes the audit line and marks the request finished.
+    pub(crate) struct AuditedBody {
+        #[pin]
+        inner: BoxBody<Bytes, hyper::Error>,
+        bytes: u64,
+        done: Option<Done>,
+    }
+
+    impl PinnedDrop for AuditedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(done) = this.done.take() {
+                done.finish(*this.bytes);
+            }
+        }
+    }
+}
+
+struct Done {
+    shared: Arc<Shared>,
+    conn: Arc<ConnectionInfo>,
+    record: RequestRecord,
+}
+
+impl Done {
+    fn finish(self, bytes: u64) {
+        let Self {
+            shared,
+            conn,
+            record,
+        } = self;
+        let identity = &conn.identity;
+        shared.audit.record(&AuditRecord {
+            time: timestamp(record.time),
+            client: conn.peer,
+            subject: &identity.subject,
+            serial: &identity.serial,
+            fingerprint: &identity.fingerprint,
+            method: &record.method,
+            path: &record.path,
+            version: record.version,
+            status: record.status,
+            bytes,
+            duration_ms: millis(record.started.elapsed()),
+            upstream_ms: record.upstream_ms,
+            error_side: record.error_side.map(Side::as_str),
+        });
+        tracing::debug!(peer = %conn.peer, method = %record.method, path = %record.path, status = record.status, bytes, "request done");
+        conn.activity.request_finished();
+    }
+}
+
+impl AuditedBody {
+    fn new(
+        inner: BoxBody<Bytes, hyper::Error>,
+        shared: Arc<Shared>,
+        conn: Arc<ConnectionInfo>,
+        record: RequestRecord,
+    ) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            done: Some(Done {
+                shared,
+                conn,
+                record,
+            }),
+        }
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let result = this.inner.poll_frame(cx);
+        match &result {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(done) = this.done.as_ref() {
+                    tracing::warn!(peer = %done.conn.peer, side = "upstream", error = %e, "befundserver broke off the response body");
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(done) = this.done.take() {
+                    done.finish(*this.bytes);
+                }
+            }
+            Poll::Pending => {}
+        }
+        result
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Trace"),
+        );
+        headers.insert("x-trace", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn split_cookies_are_joined_for_http1() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut headers);
+        assert_eq!(
+            headers.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
+            ["a=1; b=2"]
+        );
+    }
+
+    #[test]
+    fn error_bodies_name_no_internal_detail() {
+        let failure = Failure::new(
+            FailureKind::UpstreamUnreachable,
+            Side::Upstream,
+            "tcp connect error: 10.20.0.5:8080".into(),
+        );
+        let (status, text) = failure.status_and_text();
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(text, "bad gateway\n");
+    }
+}

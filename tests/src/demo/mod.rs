@@ -1,0 +1,238 @@
+//! The embedded default of the whole system: `cargo xtask demo`.
+//!
+//! Builds the client, gateway and lab namespaces, issues a CA and
+//! certificates with `befundctl`, starts the reference Befundserver in the lab
+//! and `befund-proxy run` on the gateway with the XDP filter on its WAN
+//! interface, then runs the lab's access protocol from the client namespace
+//! with real clients (curl, openssl, nmap, `befundctl audit`).
+
+pub mod audit;
+pub mod clients;
+pub mod pki;
+pub mod protocol;
+pub mod report;
+pub mod topology;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use self::topology::Topology;
+
+/// The name physicians use for the gateway.
+pub const SERVER_NAME: &str = "befund.labor.test";
+/// The Befundserver's port on the lab network.
+pub const BEFUNDSERVER_PORT: u16 = 8080;
+
+/// Where the binaries are and what to do at the end.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Directory holding `befund-proxy`, `befundctl` and `befundserver`.
+    pub bin_dir: PathBuf,
+    /// A tag that keeps namespace names apart between users (`demo`, `e2e`).
+    pub tag: String,
+}
+
+/// A running demo deployment: topology, PKI and started services.
+pub struct Deployment {
+    /// The namespaces and processes; dropping it removes everything.
+    pub topology: Topology,
+    /// Certificates and keys issued for the demo.
+    pub pki: pki::Pki,
+    /// Where the binaries are.
+    pub bin_dir: PathBuf,
+}
+
+impl Deployment {
+    /// Builds the topology, issues the PKI and starts the Befundserver and
+    /// the gateway, and waits until the gateway answers on its HTTPS port.
+    pub fn start(options: &Options) -> Result<Self> {
+        for bin in ["befund-proxy", "befundctl", "befundserver"] {
+            let path = options.bin_dir.join(bin);
+            if !path.is_file() {
+                bail!(
+                    "{} is missing; build with `cargo build --release --bins`",
+                    path.display()
+                );
+            }
+        }
+        let mut topology = Topology::create(&options.tag)?;
+        let pki = match pki::Pki::issue(&options.bin_dir, &topology.dir) {
+            Ok(pki) => pki,
+            Err(e) => {
+                topology.keep_dir();
+                return Err(e.context(format!("files kept in {}", topology.dir.display())));
+            }
+        };
+        let mut deployment = Self {
+            bin_dir: options.bin_dir.clone(),
+            pki,
+            topology,
+        };
+        deployment.start_befundserver()?;
+        deployment.start_gateway()?;
+        Ok(deployment)
+    }
+
+    /// Path of one of the product's binaries.
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    fn start_befundserver(&mut self) -> Result<()> {
+        let dir = self.topology.dir.join("befundserver");
+        std::fs::create_dir_all(&dir)?;
+        let db = dir.join("befund.sqlite");
+        let server = self.bin("befundserver");
+        let run = |args: &[&std::ffi::OsStr]| -> Result<()> {
+            let out = std::process::Command::new(&server).args(args).output()?;
+            if !out.status.success() {
+                bail!(
+                    "befundserver {:?} failed: {}",
+                    args,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(())
+        };
+        run(&["init".as_ref(), "--db".as_ref(), db.as_os_str()])?;
+        for physician in &self.pki.physicians {
+            run(&[
+                "add-user".as_ref(),
+                "--db".as_ref(),
+                db.as_os_str(),
+                "--username".as_ref(),
+                physician.account.as_ref(),
+                "--password-file".as_ref(),
+                physician.password_file.as_os_str(),
+                "--cert-fingerprint".as_ref(),
+                physician.fingerprint.as_ref(),
+            ])?;
+            run(&[
+                "seed-demo".as_ref(),
+                "--db".as_ref(),
+                db.as_os_str(),
+                "--username".as_ref(),
+                physician.account.as_ref(),
+            ])?;
+        }
+
+        let listen = format!("{}:{BEFUNDSERVER_PORT}", topology::BEFUNDSERVER);
+        let mut cmd = self.topology.command(&self.topology.lab.clone(), &server);
+        cmd.args(["serve", "--db"])
+            .arg(&db)
+            .args(["--listen", &listen, "--proxy-secret-file"])
+            .arg(&self.pki.proxy_secret);
+        self.topology.spawn("befundserver", cmd)?;
+        let lab = self.topology.lab.clone();
+        self.wait_for_port(
+            "the Befundserver",
+            &lab,
+            &topology::BEFUNDSERVER.to_string(),
+            BEFUNDSERVER_PORT,
+        )
+    }
+
+    fn start_gateway(&mut self) -> Result<()> {
+        let config = self.write_gateway_config()?;
+        let check = std::process::Command::new(self.bin("befund-proxy"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()?;
+        if !check.status.success() {
+            bail!(
+                "the demo's gateway configuration is invalid: {}",
+                String::from_utf8_lossy(&check.stderr).trim()
+            );
+        }
+
+        let gateway = self.topology.gateway.clone();
+        let mut cmd = self.topology.command(&gateway, self.bin("befund-proxy"));
+        cmd.args(["run", "--config"]).arg(&config);
+        self.topology.spawn("befund-proxy", cmd)?;
+        let client = self.topology.client.clone();
+        self.wait_for_port(
+            "the gateway's HTTPS port",
+            &client,
+            &topology::GATEWAY_WAN.to_string(),
+            443,
+        )
+    }
+
+    /// The gateway's configuration file.
+    pub fn gateway_config(&self) -> PathBuf {
+        self.topology.dir.join("gateway/befund.toml")
+    }
+
+    fn write_gateway_config(&self) -> Result<PathBuf> {
+        let dir = self.topology.dir.join("gateway");
+        std::fs::create_dir_all(&dir)?;
+        let path = self.gateway_config();
+        let pki = &self.pki;
+        let text = format!(
+            r#"# Demo gateway: WAN {wan} in namespace {gw_ns}, lab network {lab_net}.
+[firewall]
+interface = "{wan_if}"
+proxy_addresses = ["{wan}", "{wan6}"]
+proxy_port = 443
+protected = ["{lab_net}"]
+pin_root = "{pin_root}"
+state_file = "{state}"
+
+[tls]
+listen = ["{wan}:443", "[{wan6}]:443"]
+server_name = "{name}"
+certificate = "{server_chain}"
+private_key = "{server_key}"
+client_ca = "{ca}"
+crls = ["{crl}"]
+
+[upstream]
+url = "http://{befundserver}:{port}"
+
+[identity]
+secret_file = "{secret}"
+
+[log]
+audit = "{audit}"
+"#,
+            wan = topology::GATEWAY_WAN,
+            wan6 = topology::GATEWAY_WAN6,
+            gw_ns = self.topology.gateway,
+            lab_net = topology::LAB_NETWORK,
+            wan_if = topology::WAN_INTERFACE,
+            pin_root = self.topology.pin_root.display(),
+            state = dir.join("firewall.json").display(),
+            name = SERVER_NAME,
+            server_chain = pki.server_chain.display(),
+            server_key = pki.server_key.display(),
+            ca = pki.ca_cert.display(),
+            crl = pki.crl.display(),
+            befundserver = topology::BEFUNDSERVER,
+            port = BEFUNDSERVER_PORT,
+            secret = pki.proxy_secret.display(),
+            audit = dir.join("audit.jsonl").display(),
+        );
+        std::fs::write(&path, text)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Waits until a TCP connection from namespace `ns` to `addr:port`
+    /// succeeds, failing early if a started process died.
+    fn wait_for_port(&mut self, what: &str, ns: &str, addr: &str, port: u16) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            self.topology.check_alive()?;
+            if clients::tcp_connects(self.topology.command(ns, "env"), addr, port, 1)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.topology.check_alive()?;
+        bail!("{what} did not become reachable within 30 s")
+    }
+}
