@@ -444,7 +444,7 @@ fn check_config_command_prints_ok_or_one_line_per_error() {
         .arg(&setup.config_path)
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(bad.status.code(), Some(78), "EX_CONFIG");
     let stderr = String::from_utf8_lossy(&bad.stderr);
     let errors: Vec<&str> = stderr
         .lines()
