@@ -21,7 +21,7 @@ enum Target {
         /// Runs per measurement; the kernel reports their mean.
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
-        /// Measurements per path; the median is shown.
+        /// Measurements per path; the median and the fastest are shown.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
