@@ -54,7 +54,7 @@ impl CrlExpiredPolicy {
 }
 
 fn default_crl_warning_days() -> u32 {
-    7
+    3
 }
 
 impl TlsConfig {
