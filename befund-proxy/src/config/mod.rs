@@ -221,3 +221,22 @@ mod parse_error_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The appliance image ships this file as its commented default; the
+    /// operator copies it to the config drive, so it must stay valid.
+    #[test]
+    fn the_appliance_images_default_configuration_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../images/config/befund.toml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = Config::parse(path, &text).unwrap();
+        assert_eq!(config.runtime.user.as_deref(), Some("befund"));
+        assert_eq!(config.tls.listen.len(), 1);
+    }
+}

@@ -51,6 +51,27 @@ pub struct GuestFacts {
     pub config_messages: Vec<String>,
     /// What each guest test binary printed, by name.
     pub binary_output: BTreeMap<String, Vec<String>>,
+    /// The commands of the drive's before- and after-checks, in order.
+    pub check_runs: Vec<CheckRun>,
+}
+
+/// One command of the self-test's `before-checks` or `after-checks`.
+#[derive(Debug, Default)]
+pub struct CheckRun {
+    /// `before` or `after` the checks from outside.
+    pub phase: String,
+    /// The command line.
+    pub command: String,
+    /// What it printed, one entry per line.
+    pub output: Vec<String>,
+    /// Its exit code, once reported.
+    pub exit: Option<String>,
+}
+
+/// What a section of the self-test's output belongs to.
+enum Capture {
+    Binary(String),
+    CheckRun(usize),
 }
 
 impl GuestFacts {
@@ -59,7 +80,7 @@ impl GuestFacts {
     pub fn parse(console: &str) -> Self {
         let mut facts = Self::default();
         let mut in_selftest = false;
-        let mut running: Option<String> = None;
+        let mut capture: Option<Capture> = None;
         for line in console.lines() {
             if let Some(rest) = after(line, "befund-alert: ") {
                 facts.alerts.push(rest.to_owned());
@@ -69,28 +90,62 @@ impl GuestFacts {
             if let Some(rest) = after(line, "befund-selftest: ") {
                 in_selftest = true;
                 let words = words(rest);
-                running = match words.as_slice() {
-                    [run, name, ..] if run == "run" => Some(name.clone()),
+                capture = match words.as_slice() {
+                    [run, name, ..] if run == "run" => Some(Capture::Binary(name.clone())),
+                    [exit, code] if exit.ends_with("-check-exit") => {
+                        let phase = exit.trim_end_matches("-check-exit");
+                        if let Some(run) = facts
+                            .check_runs
+                            .iter_mut()
+                            .rev()
+                            .find(|r| r.phase == phase && r.exit.is_none())
+                        {
+                            run.exit = Some(code.clone());
+                        }
+                        None
+                    }
+                    [check, ..] if check.ends_with("-check") => {
+                        facts.check_runs.push(CheckRun {
+                            phase: check.trim_end_matches("-check").to_owned(),
+                            command: rest
+                                .trim()
+                                .split_once(char::is_whitespace)
+                                .map(|(_, c)| c.trim().to_owned())
+                                .unwrap_or_default(),
+                            ..CheckRun::default()
+                        });
+                        Some(Capture::CheckRun(facts.check_runs.len() - 1))
+                    }
                     _ => None,
                 };
                 facts.selftest.push(words);
                 continue;
             }
-            if let Some(name) = &running {
-                // Journal lines on the console: "[time] unit[pid]: text".
-                let text = after(line, "]: ").unwrap_or(line);
-                facts
-                    .binary_output
-                    .entry(name.clone())
-                    .or_default()
-                    .push(text.to_owned());
+            // What the self-test's children printed: journal lines on the
+            // console, "[time] befund-selftest[pid]: text". Lines of other
+            // units (e.g. the daemon's log) may come in between.
+            if let (Some(capture), Some(text)) = (&capture, selftest_output(line)) {
+                match capture {
+                    Capture::Binary(name) => facts
+                        .binary_output
+                        .entry(name.clone())
+                        .or_default()
+                        .push(text.to_owned()),
+                    Capture::CheckRun(index) => {
+                        facts.check_runs[*index].output.push(text.to_owned());
+                    }
+                }
             }
             if let Some(rest) = after(line, "befund-report: ")
                 && in_selftest
             {
                 let words = words(rest);
                 let key_words = match words.first().map(String::as_str) {
-                    Some("sysctl" | "service" | "listen" | "link" | "xdp") if words.len() > 1 => 2,
+                    Some("sysctl" | "service" | "unit-type" | "listen" | "link" | "xdp")
+                        if words.len() > 1 =>
+                    {
+                        2
+                    }
                     Some(_) => 1,
                     None => continue,
                 };
@@ -131,6 +186,14 @@ impl GuestFacts {
             .collect()
     }
 
+    /// The check command of `phase` (`before`, `after`) whose command line
+    /// starts with `command`.
+    pub fn check_run(&self, phase: &str, command: &str) -> Option<&CheckRun> {
+        self.check_runs
+            .iter()
+            .find(|r| r.phase == phase && r.command.starts_with(command))
+    }
+
     /// Whether the self-test reached its end marker.
     pub fn ran(&self) -> bool {
         self.selftest
@@ -141,6 +204,13 @@ impl GuestFacts {
 
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|at| &line[at + marker.len()..])
+}
+
+/// The text of a console line that the self-test unit (or a process it
+/// started) wrote to the journal.
+fn selftest_output(line: &str) -> Option<&str> {
+    let unit = line.find("befund-selftest[")?;
+    after(&line[unit..], "]: ")
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -176,7 +246,16 @@ mod tests {
 [   90.7] befund-selftest[401]: running 1 test
 [   90.8] befund-selftest[401]: test drops_fragments ... ok
 [   91.0] befund-selftest[400]: befund-selftest: exit xdp_fixtures 0
+[   91.0] befund-selftest[400]: befund-selftest: before-check befundctl fw counters --json
+[   91.0] befund-selftest[402]: {
+[   91.0] befund-proxy[350]: WARN handshake refused
+[   91.0] befund-selftest[402]:   \"counters\": []
+[   91.0] befund-selftest[402]: }
+[   91.0] befund-selftest[400]: befund-selftest: before-check-exit 0
 [   91.1] befund-selftest[400]: befund-selftest: ready
+[   95.0] befund-selftest[400]: befund-selftest: after-check befundctl fw counters --json
+[   95.0] befund-selftest[403]: befundctl: no filter pinned
+[   95.0] befund-selftest[400]: befund-selftest: after-check-exit 1
 ";
 
     #[test]
@@ -204,6 +283,19 @@ mod tests {
             facts.binary_output["xdp_fixtures"],
             ["running 1 test", "test drops_fragments ... ok"]
         );
+    }
+
+    #[test]
+    fn guest_facts_keep_each_check_commands_own_output_and_exit() {
+        let facts = GuestFacts::parse(CONSOLE);
+        let before = facts.check_run("before", "befundctl fw counters").unwrap();
+        assert_eq!(before.command, "befundctl fw counters --json");
+        assert_eq!(before.output, ["{", "  \"counters\": []", "}"]);
+        assert_eq!(before.exit.as_deref(), Some("0"));
+        let after = facts.check_run("after", "befundctl fw counters").unwrap();
+        assert_eq!(after.output, ["befundctl: no filter pinned"]);
+        assert_eq!(after.exit.as_deref(), Some("1"));
+        assert_eq!(facts.binary_exits(), [("xdp_fixtures".into(), "0".into())]);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 mod checks;
 mod config_drive;
+mod lab;
 mod netns;
 mod qemu;
 mod scenario;
@@ -35,7 +36,7 @@ use self::{
     config_drive::ConfigDrive,
     netns::{Netns, Tap},
     qemu::{Nic, Vm, VmSpec},
-    scenario::{Scenario, Topology},
+    scenario::{Plan, Scenario, Topology},
 };
 use crate::{
     command::{output, workspace_root},
@@ -66,7 +67,7 @@ pub struct Options {
     #[arg(long, value_name = "FILE")]
     image: Option<PathBuf>,
     /// What the config drive carries, and so what the test expects.
-    #[arg(long, value_enum, default_value_t = Scenario::Unconfigured)]
+    #[arg(long, value_enum, default_value_t = Scenario::Appliance)]
     scenario: Scenario,
     /// Run this test binary in the guest (repeatable); its output appears on
     /// the console and its exit code is checked.
@@ -97,7 +98,7 @@ pub fn run(options: Options) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     let mut log = RunLog::create(&out.join("vm-test.log"), "vm-test")?;
 
-    let result = run_in(&mut log, &options, &dir, deadline);
+    let result = run_in(&mut log, &options, &dir, &out, deadline);
 
     let console = dir.join("console.log");
     if console.exists() {
@@ -119,6 +120,7 @@ fn run_in(
     log: &mut RunLog,
     options: &Options,
     dir: &Path,
+    keep: &Path,
     deadline: Instant,
 ) -> Result<Vec<Check>> {
     log.step("host tools", host_tools::ensure)?;
@@ -134,10 +136,13 @@ fn run_in(
     let disk = dir.join("system.raw");
     log.step("system disk copy", |log| selftest_disk(log, &image, &disk))?;
     let topology = Topology::new();
+    let plan = log.step("scenario: host binaries, PKI", |_| {
+        options.scenario.prepare(dir, keep, &topology)
+    })?;
     let drive = dir.join("config-drive.img");
     log.step("config drive", |log| {
         let tree = ConfigDrive::new(dir)?;
-        options.scenario.fill_config_drive(&tree, &topology)?;
+        plan.fill_config_drive(&tree, &topology)?;
         for binary in &guest_tests {
             let name = binary
                 .file_name()
@@ -153,13 +158,15 @@ fn run_in(
         tree.build(log, &drive)
     })?;
 
-    let (facts, client) = boot_and_probe(log, options, dir, &disk, &drive, &topology, deadline)?;
+    let booted = boot_and_probe(log, &plan, dir, &disk, &drive, &topology, deadline);
+    plan.keep_logs();
+    let (facts, client) = booted?;
     let mut checks = vec![checks::check(
         "the guest's self-test ran to its end",
         "yes",
         if facts.ran() { "yes" } else { "no" },
     )];
-    checks.extend(options.scenario.guest_checks(&facts, &topology)?);
+    checks.extend(plan.guest_checks(&facts, &topology)?);
     for (name, code) in facts.binary_exits() {
         if code != "0" {
             eprintln!("vm-test: output of {name} in the guest:");
@@ -191,7 +198,7 @@ fn run_in(
 /// from the client namespace, and powers the VM off.
 fn boot_and_probe(
     log: &mut RunLog,
-    options: &Options,
+    plan: &Plan,
     dir: &Path,
     disk: &Path,
     drive: &Path,
@@ -233,7 +240,7 @@ fn boot_and_probe(
         topology.gateway_wan,
     ])?;
     lab.run(&["ip", "route", "add", "default", "via", topology.gateway_lan])?;
-    let mut lab_service = options.scenario.start_lab_service(&lab, topology)?;
+    let mut lab_service = plan.start_lab_service(&lab, topology)?;
     vm.resume()?;
 
     log.say(&format!("console: {}", vm.console_path().display()));
@@ -248,7 +255,7 @@ fn boot_and_probe(
         bail!("the {} in the lab namespace stopped", lab_service.what);
     }
     let client_checks = log.step("checks from the client", |_| {
-        options.scenario.client_checks(&client, topology)
+        plan.client_checks(&client, topology)
     })?;
     log.step("power off", |_| {
         vm.tell_guest("done")?;

@@ -107,6 +107,27 @@ impl NsProcess {
         })
     }
 
+    /// Starts `argv` in `netns` with its output appended to `log`.
+    pub fn spawn_logged(
+        netns: &Netns,
+        what: &str,
+        argv: &[&str],
+        log: &std::path::Path,
+    ) -> Result<Self> {
+        let file = std::fs::File::create(log)?;
+        let mut cmd = netns.command(argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        eprintln!("+ {}", command::render(&cmd));
+        let child = cmd.spawn()?;
+        Ok(Self {
+            what: what.to_owned(),
+            child,
+        })
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
