@@ -81,7 +81,7 @@ pub fn start_all(lab: &mut Lab, pki: &Pki, befund_proxy: &Path, workers: usize) 
 
     let ours_conf = write(lab, "befund.toml", &ours_config(lab, pki)?)?;
     let check = crate::command::output(
-        std::process::Command::new(befund_proxy)
+        lab.command(&gateway, befund_proxy)
             .args(["check-config", "--config"])
             .arg(&ours_conf),
     );
