@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// `[tls]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Socket addresses the proxy listens on, e.g. `["0.0.0.0:443", "[::]:443"]`.
