@@ -3,7 +3,9 @@
 //! It must never be reachable from the internet: the address has to be
 //! loopback or one of the lab side's addresses. Parsing refuses the proxy's
 //! public addresses and wildcard addresses; at start-up the daemon also
-//! refuses an address that sits on the WAN interface.
+//! refuses an address that sits on the WAN interface. The XDP filter would
+//! drop WAN traffic to the admin port anyway (only the proxy port passes);
+//! these checks keep a configuration mistake from relying on that alone.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -65,7 +67,9 @@ impl AdminConfig {
                 format!("{ip} listens on every interface, the WAN included; {fix}"),
             ));
         }
-        if proxy_addresses.contains(&ip) {
+        // Loopback never arrives from another host, even when (in a test
+        // set-up) the proxy serves there too.
+        if !ip.is_loopback() && proxy_addresses.contains(&ip) {
             return Err(invalid(
                 "listen",
                 format!(
@@ -138,6 +142,17 @@ secret_file = "/etc/befund/secret"
         let err = parse("listen = \"192.0.2.10:9090\"").unwrap_err();
         assert!(err.to_string().contains("public proxy address"), "{err}");
         assert_eq!(invalid_key(err), "admin.listen");
+    }
+
+    #[test]
+    fn admin_on_loopback_is_accepted_even_when_the_proxy_serves_there() {
+        let text = BASE.replace("192.0.2.10\"]\n\n[tls]", "127.0.0.1\"]\n\n[tls]");
+        let config = Config::parse(Path::new("b.toml"), &text).unwrap();
+        assert_eq!(
+            config.firewall.proxy_addresses,
+            ["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        assert!(config.admin.listen.ip().is_loopback());
     }
 
     #[test]

@@ -53,8 +53,12 @@ impl CrlExpiredPolicy {
     }
 }
 
+/// `befundctl crl` publishes CRLs valid for 7 days and the appliance renews
+/// them daily, so a fresh CRL is always within 7 days of its nextUpdate: the
+/// warning starts after four missed renewals, three days before clients
+/// would be locked out.
 fn default_crl_warning_days() -> u32 {
-    7
+    3
 }
 
 impl TlsConfig {

@@ -110,15 +110,16 @@ impl LiveConnections {
     }
 
     /// Checks every open connection's chain against `state` and closes
-    /// those it refuses. Each distinct chain is verified once. Returns the
-    /// connections closed.
-    pub fn recheck(&self, state: &TlsState) -> Vec<Closed> {
+    /// those it refuses. Each distinct chain is verified once. Returns how
+    /// many connections were checked and the ones closed.
+    pub fn recheck(&self, state: &TlsState) -> (usize, Vec<Closed>) {
         let snapshot: Vec<(u64, Arc<[CertificateDer<'static>]>)> = self
             .lock()
             .iter()
             .map(|(id, entry)| (*id, entry.chain.clone()))
             .collect();
 
+        let checked = snapshot.len();
         let mut verdicts: HashMap<Vec<u8>, Option<RefusalReason>> = HashMap::new();
         let mut refused = Vec::new();
         for (id, chain) in snapshot {
@@ -138,7 +139,7 @@ impl LiveConnections {
         }
 
         let entries = self.lock();
-        refused
+        let closed = refused
             .into_iter()
             .filter_map(|(id, reason)| {
                 let entry = entries.get(&id)?;
@@ -150,6 +151,7 @@ impl LiveConnections {
                     reason,
                 })
             })
-            .collect()
+            .collect();
+        (checked, closed)
     }
 }

@@ -356,8 +356,10 @@ async fn recheck_on_trust_change(
         let registry = live.clone();
         // Verifying many chains costs signature checks: keep them off the
         // threads that serve connections.
-        let closed = match tokio::task::spawn_blocking(move || registry.recheck(&state)).await {
-            Ok(closed) => closed,
+        let (checked, closed) = match tokio::task::spawn_blocking(move || registry.recheck(&state))
+            .await
+        {
+            Ok(result) => result,
             Err(e) => {
                 tracing::error!(side = "proxy", error = %e, "re-checking open connections failed");
                 continue;
@@ -371,7 +373,7 @@ async fn recheck_on_trust_change(
             );
         }
         tracing::info!(
-            open = live.len(),
+            checked,
             closed = closed.len(),
             "open connections re-checked against the new trust state"
         );

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     let options = Options {
         bin_dir,
         tag: "demo".to_owned(),
+        gateway_env: Vec::new(),
     };
     match run(&options, keep) {
         Ok(true) => ExitCode::SUCCESS,

@@ -34,6 +34,8 @@ pub struct Options {
     pub bin_dir: PathBuf,
     /// A tag that keeps namespace names apart between users (`demo`, `e2e`).
     pub tag: String,
+    /// Extra environment of the gateway daemon (e.g. `NOTIFY_SOCKET`).
+    pub gateway_env: Vec<(String, String)>,
 }
 
 /// A running demo deployment: topology, PKI and started services.
@@ -76,8 +78,9 @@ impl Deployment {
             topology,
             audit: std::cell::OnceCell::new(),
         };
+        deployment.setup_befundserver()?;
         deployment.start_befundserver()?;
-        deployment.start_gateway()?;
+        deployment.start_gateway(&options.gateway_env)?;
         Ok(deployment)
     }
 
@@ -95,7 +98,7 @@ impl Deployment {
         self.bin_dir.join(name)
     }
 
-    fn start_befundserver(&mut self) -> Result<()> {
+    fn setup_befundserver(&mut self) -> Result<()> {
         let dir = self.topology.dir.join("befundserver");
         std::fs::create_dir_all(&dir)?;
         let db = dir.join("befund.sqlite");
@@ -132,7 +135,14 @@ impl Deployment {
                 physician.account.as_ref(),
             ])?;
         }
+        Ok(())
+    }
 
+    /// Starts the Befundserver in the lab namespace (its database was set
+    /// up by [`Deployment::start`]) and waits until it accepts connections.
+    pub fn start_befundserver(&mut self) -> Result<()> {
+        let db = self.topology.dir.join("befundserver/befund.sqlite");
+        let server = self.bin("befundserver");
         let listen = format!("{}:{BEFUNDSERVER_PORT}", topology::BEFUNDSERVER);
         let mut cmd = self.topology.command(&self.topology.lab.clone(), &server);
         cmd.args(["serve", "--db"])
@@ -149,7 +159,26 @@ impl Deployment {
         )
     }
 
-    fn start_gateway(&mut self) -> Result<()> {
+    /// Stops the Befundserver (SIGKILL, as a crash would).
+    pub fn stop_befundserver(&mut self) -> Result<()> {
+        self.topology.stop("befundserver")
+    }
+
+    /// The gateway daemon's process id, from its pid file.
+    pub fn gateway_pid(&self) -> Result<i32> {
+        let text = std::fs::read_to_string(self.gateway_pid_file())
+            .context("failed to read the gateway's pid file")?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("pid file holds {text:?}"))
+    }
+
+    /// Where the gateway daemon writes its pid.
+    pub fn gateway_pid_file(&self) -> PathBuf {
+        self.topology.dir.join("gateway/befund-proxy.pid")
+    }
+
+    fn start_gateway(&mut self, env: &[(String, String)]) -> Result<()> {
         let config = self.write_gateway_config()?;
         let check = std::process::Command::new(self.bin("befund-proxy"))
             .args(["check-config", "--config"])
@@ -165,6 +194,7 @@ impl Deployment {
         let gateway = self.topology.gateway.clone();
         let mut cmd = self.topology.command(&gateway, self.bin("befund-proxy"));
         cmd.args(["run", "--config"]).arg(&config);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         self.topology.spawn("befund-proxy", cmd)?;
         let client = self.topology.client.clone();
         self.wait_for_port(
@@ -211,6 +241,9 @@ secret_file = "{secret}"
 
 [log]
 audit = "{audit}"
+
+[runtime]
+pid_file = "{pid_file}"
 "#,
             wan = topology::GATEWAY_WAN,
             wan6 = topology::GATEWAY_WAN6,
@@ -228,6 +261,7 @@ audit = "{audit}"
             port = BEFUNDSERVER_PORT,
             secret = pki.proxy_secret.display(),
             audit = dir.join("audit.jsonl").display(),
+            pid_file = self.gateway_pid_file().display(),
         );
         std::fs::write(&path, text)
             .with_context(|| format!("failed to write {}", path.display()))?;
