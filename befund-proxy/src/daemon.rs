@@ -136,13 +136,13 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
     info!(addr = %admin_addr, "serving health and metrics");
 
     if let Some(user) = &config.runtime.user {
-        privileges::check_readable_by(user, &config)?;
         let keep_bpf = !privileges::works_without_bpf_capability(|| firewall.maps_usable());
         let running_as = privileges::drop_to_user(user, keep_bpf)?;
         info!(
             user = %user, uid = running_as.uid, gid = running_as.gid,
             kept = ?running_as.kept, "privileges dropped"
         );
+        privileges::check_files_after_drop(user, &config)?;
     }
 
     let runtime = tokio::runtime::Runtime::new().map_err(|source| DaemonError::Runtime {

@@ -10,7 +10,6 @@
 //! daemon lowers its BPF capabilities, tries to read a map and raises them
 //! again ([`works_without_bpf_capability`]).
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
@@ -72,8 +71,8 @@ pub enum PrivilegeError {
     /// The daemon would not be able to read a CRL after the switch.
     #[error(
         "{config}: key `tls.crls`: {}: user `{user}` (runtime.user) cannot read it, so revocations \
-         published there would never take effect; make it readable, e.g. `chgrp {user} FILE; \
-         chmod 0640 FILE`",
+         published there would never take effect; make the file and its directories readable for \
+         that user, e.g. `chgrp GROUP FILE; chmod 0640 FILE` with the user's group",
         file.display()
     )]
     CrlUnreadable {
@@ -119,34 +118,29 @@ pub fn works_without_bpf_capability(probe: impl FnOnce() -> bool) -> bool {
     works
 }
 
-/// Checks that `user` can read the files a reload or a CRL change re-reads:
-/// an unreadable CRL is an error (revocations would silently stop working),
-/// an unreadable certificate, key or CA bundle a warning (reloads of those
-/// would be rejected until a restart).
-pub fn check_readable_by(user: &str, config: &Config) -> Result<(), PrivilegeError> {
-    let entry = User::from_name(user)
-        .map_err(|source| PrivilegeError::Lookup {
-            user: user.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_owned()))?;
-    let (uid, gid) = (entry.uid.as_raw(), entry.gid.as_raw());
+/// Checks, as the user the daemon now runs as, the files a reload or a CRL
+/// change re-reads: an unreadable CRL is an error (revocations published
+/// there would silently never take effect), an unreadable certificate, key
+/// or CA bundle and a firewall state directory it cannot write are warnings
+/// (reloads would be rejected until that is fixed or the daemon restarted).
+/// Reading the files for real covers modes, owners and directories alike.
+pub fn check_files_after_drop(user: &str, config: &Config) -> Result<(), PrivilegeError> {
     let tls = &config.tls;
     for (key, file) in [
         ("tls.certificate", &tls.certificate),
         ("tls.private_key", &tls.private_key),
         ("tls.client_ca", &tls.client_ca),
     ] {
-        if !readable_by(file, uid, gid) {
+        if let Err(error) = std::fs::read(file) {
             tracing::warn!(
-                key, file = %file.display(), user,
-                "runtime.user cannot read this file; a reload will be rejected until it can \
-                 (e.g. `chgrp {user} FILE; chmod 0640 FILE`)"
+                key, file = %file.display(), user, error = %error,
+                "runtime.user cannot read this file; reloads will be rejected until it can \
+                 (e.g. `chgrp GROUP FILE; chmod 0640 FILE` with the user's group)"
             );
         }
     }
     for file in &tls.crls {
-        if !readable_by(file, uid, gid) {
+        if std::fs::read(file).is_err() {
             return Err(PrivilegeError::CrlUnreadable {
                 config: config.source.clone(),
                 file: file.clone(),
@@ -154,23 +148,19 @@ pub fn check_readable_by(user: &str, config: &Config) -> Result<(), PrivilegeErr
             });
         }
     }
-    Ok(())
-}
-
-/// Whether the permission bits of `file` let `uid` with the only group
-/// `gid` read it (the daemon keeps no capability that bypasses them).
-fn readable_by(file: &Path, uid: u32, gid: u32) -> bool {
-    let Ok(meta) = std::fs::metadata(file) else {
-        return false;
-    };
-    let mode = meta.mode();
-    if meta.uid() == uid {
-        mode & 0o400 != 0
-    } else if meta.gid() == gid {
-        mode & 0o040 != 0
-    } else {
-        mode & 0o004 != 0
+    let state_dir = config
+        .firewall
+        .state_file
+        .parent()
+        .unwrap_or(Path::new("/"));
+    if let Err(error) = nix::unistd::access(state_dir, nix::unistd::AccessFlags::W_OK) {
+        tracing::warn!(
+            dir = %state_dir.display(), user, error = %error,
+            "runtime.user cannot write the firewall state directory (firewall.state_file); \
+             reloads will be rejected until it can (e.g. `chown USER DIR`)"
+        );
     }
+    Ok(())
 }
 
 /// Switches the whole process to `user`: supplementary groups become just the

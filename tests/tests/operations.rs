@@ -38,10 +38,15 @@ fn bin_dir() -> PathBuf {
 }
 
 fn deploy(tag: &str, gateway_env: Vec<(String, String)>) -> Deployment {
+    deploy_as(tag, gateway_env, None)
+}
+
+fn deploy_as(tag: &str, gateway_env: Vec<(String, String)>, user: Option<&str>) -> Deployment {
     Deployment::start(&Options {
         bin_dir: bin_dir(),
         tag: tag.to_owned(),
         gateway_env,
+        runtime_user: user.map(str::to_owned),
     })
     .expect("deployment starts")
 }
@@ -200,16 +205,7 @@ fn reload_under_load_fails_no_request_and_a_broken_certificate_changes_nothing()
         Ok(finished_runs.load(Ordering::SeqCst) >= WORKERS)
     })?;
     let server_dir = d.pki.server_chain.parent().context("server dir")?;
-    let mut issue = Command::new(d.bin("befundctl"));
-    issue
-        .args(["cert", "server", "--dir"])
-        .arg(&d.pki.ca_dir)
-        .args(["--dns", SERVER_NAME, "--ip", &GATEWAY_WAN.to_string()])
-        .args(["--ip", befund_tests::demo::topology::GATEWAY_WAN6])
-        .arg("--out-dir")
-        .arg(server_dir)
-        .arg("--replace");
-    stdout(issue)?;
+    stdout(issue_server_certificate(&d)?)?;
     let mut crl = Command::new(d.bin("befundctl"));
     crl.args(["crl", "--dir"])
         .arg(&d.pki.ca_dir)
@@ -264,7 +260,45 @@ fn reload_under_load_fails_no_request_and_a_broken_certificate_changes_nothing()
             .any(|l| l.contains("reload rejected") && l.contains(&chain)),
         "{log}"
     );
+
+    // A new certificate together with a firewall section that cannot be
+    // applied (its state file is damaged): the firewall is checked before
+    // the TLS swap, so the old certificate stays too.
+    stdout(issue_server_certificate(&d)?)?;
+    let state_file = d.gateway_config().with_file_name("firewall.json");
+    let state = std::fs::read(&state_file)?;
+    std::fs::write(&state_file, "{ damaged")?;
+    let rejected = reload(&d)?;
+    std::fs::write(&state_file, state)?;
+    let stderr = String::from_utf8_lossy(&rejected.stderr).into_owned();
+    assert!(
+        !rejected.status.success(),
+        "a damaged firewall state reloaded"
+    );
+    assert!(stderr.contains("[firewall]"), "{stderr}");
+    assert_eq!(served_serial(&d)?, new_serial, "the TLS state changed");
+    let applied = reload(&d)?;
+    assert!(applied.status.success(), "{applied:?}");
+    assert_eq!(
+        served_serial(&d)?,
+        file_serial(&server_dir.join("server.crt"))?
+    );
     Ok(())
+}
+
+/// `befundctl cert server --replace` for the gateway's name and addresses.
+fn issue_server_certificate(d: &Deployment) -> Result<Command> {
+    let server_dir = d.pki.server_chain.parent().context("server dir")?;
+    let mut issue = Command::new(d.bin("befundctl"));
+    issue
+        .args(["cert", "server", "--dir"])
+        .arg(&d.pki.ca_dir)
+        .args(["--dns", SERVER_NAME, "--ip", &GATEWAY_WAN.to_string()])
+        .args(["--ip", befund_tests::demo::topology::GATEWAY_WAN6])
+        .arg("--out-dir")
+        .arg(server_dir)
+        .arg("--replace");
+    Ok(issue)
 }
 
 /// A client of the gateway's HTTPS port from the client namespace.
@@ -614,5 +648,87 @@ fn systemd_hears_ready_only_once_the_listener_accepts() -> Result<()> {
         nix::sys::signal::Signal::SIGTERM,
     )?;
     systemd.until("STOPPING=1")?;
+    Ok(())
+}
+
+#[test]
+fn unprivileged_daemon_still_reloads_firewall_rules_reads_counters_and_sees_revocations()
+-> Result<()> {
+    let d = deploy_as("opsuser", Vec::new(), Some("nobody"));
+    let log = gateway_log(&d);
+    let dropped = log
+        .lines()
+        .find(|l| l.contains("privileges dropped"))
+        .with_context(|| format!("no privilege drop logged:\n{log}"))?
+        .to_owned();
+    println!("{dropped}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.gateway_pid()?))?;
+    let nobody = nix::unistd::User::from_name("nobody")?.context("user nobody")?;
+    let uid_line = format!("Uid:\t{0}\t{0}\t{0}\t{0}", nobody.uid);
+    assert!(status.contains(&uid_line), "{status}");
+    // Either no capability at all, or CAP_BPF alone where the kernel needs
+    // it for map access through open descriptors.
+    let cap_eff = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .context("CapEff")?;
+    assert!(
+        cap_eff.ends_with("0000000000000000") || cap_eff.ends_with("0000008000000000"),
+        "{cap_eff}"
+    );
+
+    // A firewall rule added to the configuration reaches the pinned maps
+    // through the descriptors the daemon opened as root.
+    let config = d.gateway_config();
+    let text = std::fs::read_to_string(&config)?;
+    std::fs::write(
+        &config,
+        text.replacen(
+            "[firewall]\n",
+            "[firewall]\nblocked = [\"203.0.113.0/24\"]\n",
+            1,
+        ),
+    )?;
+    let reloaded = reload(&d)?;
+    ensure!(reloaded.status.success(), "{reloaded:?}");
+    let rules = stdout({
+        let mut cmd = befundctl(&d, &["fw", "status", "--config"]);
+        cmd.arg(&config);
+        cmd
+    })?;
+    assert!(rules.contains("203.0.113.0/24"), "{rules}");
+
+    // The XDP counters are read at scrape time.
+    ensure!(LoadTarget::new(&d, 0).curl_batch(3)? == 3, "traffic");
+    let (_, metrics) = admin_get(&d, "/metrics")?;
+    let scrape = parse_metrics(&metrics)?;
+    assert!(
+        value(&scrape, "befund_xdp_packets_total", &[("name", "proxy")]).unwrap_or(0.0) > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        value(
+            &scrape,
+            "befund_xdp_packets_total",
+            &[("name", "block 203.0.113.0/24")]
+        )
+        .is_some(),
+        "{metrics}"
+    );
+
+    // The CRL is re-read as the unprivileged user.
+    let mut revoke = Command::new(d.bin("befundctl"));
+    revoke
+        .args(["cert", "revoke", "--dir"])
+        .arg(&d.pki.ca_dir)
+        .args([&d.pki.physicians[1].cn, "--reason", "affiliation-changed"]);
+    stdout(revoke)?;
+    eventually("the revocation is in force", || {
+        Ok(LoadTarget::new(&d, 1).curl_batch(1)? == 0)
+    })?;
+    ensure!(
+        LoadTarget::new(&d, 0).curl_batch(1)? == 1,
+        "the other physician"
+    );
     Ok(())
 }

@@ -162,3 +162,64 @@ impl Config {
             .validate(path, &self.firewall.proxy_addresses, &self.tls.listen)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[firewall]
+interface = "wan0"
+proxy_addresses = ["192.0.2.10"]
+
+[tls]
+listen = ["192.0.2.10:443"]
+server_name = "befund.example"
+certificate = "/etc/befund/tls/server.crt"
+private_key = "/etc/befund/tls/server.key"
+client_ca = "/etc/befund/tls/ca.crt"
+crls = ["/etc/befund/tls/ca.crl"]
+
+[upstream]
+url = "http://10.20.0.5:8080"
+
+[identity]
+secret_file = "/etc/befund/secret"
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("b.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn certificates_crls_and_firewall_rules_reload_without_a_restart() {
+        let running = parse(BASE);
+        let edited = BASE
+            .replace("server.crt", "server-2026.crt")
+            .replace("ca.crl\"]", "ca.crl\", \"/etc/befund/tls/sub.crl\"]")
+            .replace(
+                "proxy_addresses = [\"192.0.2.10\"]",
+                "proxy_addresses = [\"192.0.2.10\"]\nblocked = [\"203.0.113.0/24\"]",
+            );
+        assert_eq!(
+            running.restart_only_changes(&parse(&edited)),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn listener_interface_and_upstream_changes_need_a_restart() {
+        let running = parse(BASE);
+        let edited = BASE
+            .replace(
+                "listen = [\"192.0.2.10:443\"]",
+                "listen = [\"192.0.2.10:8443\"]",
+            )
+            .replace("interface = \"wan0\"", "interface = \"wan1\"")
+            .replace("10.20.0.5:8080", "10.20.0.6:8080");
+        assert_eq!(
+            running.restart_only_changes(&parse(&edited)),
+            ["firewall.interface", "tls.listen", "[upstream]"]
+        );
+    }
+}

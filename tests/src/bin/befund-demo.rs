@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         bin_dir,
         tag: "demo".to_owned(),
         gateway_env: Vec::new(),
+        runtime_user: None,
     };
     match run(&options, keep) {
         Ok(true) => ExitCode::SUCCESS,

@@ -36,6 +36,9 @@ pub struct Options {
     pub tag: String,
     /// Extra environment of the gateway daemon (e.g. `NOTIFY_SOCKET`).
     pub gateway_env: Vec<(String, String)>,
+    /// `[runtime] user` of the gateway: the daemon drops to this user after
+    /// start-up; the files it re-reads are made readable for it.
+    pub runtime_user: Option<String>,
 }
 
 /// A running demo deployment: topology, PKI and started services.
@@ -80,7 +83,10 @@ impl Deployment {
         };
         deployment.setup_befundserver()?;
         deployment.start_befundserver()?;
-        deployment.start_gateway(&options.gateway_env)?;
+        if let Some(user) = &options.runtime_user {
+            deployment.grant_runtime_user(user)?;
+        }
+        deployment.start_gateway(&options.gateway_env, options.runtime_user.as_deref())?;
         Ok(deployment)
     }
 
@@ -178,8 +184,33 @@ impl Deployment {
         self.topology.dir.join("gateway/befund-proxy.pid")
     }
 
-    fn start_gateway(&mut self, env: &[(String, String)]) -> Result<()> {
-        let config = self.write_gateway_config()?;
+    /// Lets `user` read what the daemon re-reads after dropping privileges
+    /// (certificate, key, CA bundle, CRL: group-readable for the user's group,
+    /// directories traversable) and write the firewall state directory.
+    fn grant_runtime_user(&self, user: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let entry =
+            nix::unistd::User::from_name(user)?.with_context(|| format!("no user {user}"))?;
+        let gateway = self.topology.dir.join("gateway");
+        std::fs::create_dir_all(&gateway)?;
+        std::os::unix::fs::chown(&gateway, Some(entry.uid.as_raw()), Some(entry.gid.as_raw()))?;
+        let pki = &self.pki;
+        for file in [&pki.server_chain, &pki.server_key, &pki.ca_cert, &pki.crl] {
+            std::os::unix::fs::chown(file, None, Some(entry.gid.as_raw()))?;
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o640))?;
+            let mut dir = file.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(&self.topology.dir)) {
+                let mode = std::fs::metadata(d)?.permissions().mode();
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o711))?;
+                dir = d.parent();
+            }
+        }
+        Ok(())
+    }
+
+    fn start_gateway(&mut self, env: &[(String, String)], user: Option<&str>) -> Result<()> {
+        let config = self.write_gateway_config(user)?;
         let check = std::process::Command::new(self.bin("befund-proxy"))
             .args(["check-config", "--config"])
             .arg(&config)
@@ -210,7 +241,7 @@ impl Deployment {
         self.topology.dir.join("gateway/befund.toml")
     }
 
-    fn write_gateway_config(&self) -> Result<PathBuf> {
+    fn write_gateway_config(&self, user: Option<&str>) -> Result<PathBuf> {
         let dir = self.topology.dir.join("gateway");
         std::fs::create_dir_all(&dir)?;
         let path = self.gateway_config();
@@ -244,6 +275,7 @@ audit = "{audit}"
 
 [runtime]
 pid_file = "{pid_file}"
+{user}
 "#,
             wan = topology::GATEWAY_WAN,
             wan6 = topology::GATEWAY_WAN6,
@@ -262,6 +294,7 @@ pid_file = "{pid_file}"
             secret = pki.proxy_secret.display(),
             audit = dir.join("audit.jsonl").display(),
             pid_file = self.gateway_pid_file().display(),
+            user = user.map(|u| format!("user = \"{u}\"")).unwrap_or_default(),
         );
         std::fs::write(&path, text)
             .with_context(|| format!("failed to write {}", path.display()))?;
