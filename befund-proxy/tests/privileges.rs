@@ -12,9 +12,10 @@ const KEEP_TEST_NAME: &str = "keeping_cap_bpf_keeps_nothing_else";
 /// `CAP_BPF` (39) as /proc/self/status prints a capability set.
 const CAP_BPF_ONLY: &str = "0000008000000000";
 
-/// The `Uid:`, `Gid:`, `Groups:` and capability lines of /proc/self/status.
+/// The `Uid:`, `Gid:`, `Groups:` and capability lines of this thread's
+/// status (capabilities are per thread; the test runs on its own thread).
 fn kernel_view() -> String {
-    std::fs::read_to_string("/proc/self/status")
+    std::fs::read_to_string("/proc/thread-self/status")
         .unwrap()
         .lines()
         .filter(|l| {
