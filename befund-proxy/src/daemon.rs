@@ -2,28 +2,51 @@
 //!
 //! Start-up order matters for failing closed:
 //!
-//! 1. read and validate the configuration;
+//! 1. read and validate the configuration, take the pid file;
 //! 2. load the server certificate, the client CA bundle, the CRLs, the
 //!    upstream client, the identity secret and the audit log;
 //! 3. attach the XDP filter (or swap the program inside the filter an earlier
 //!    run left pinned), before anything listens;
-//! 4. bind the HTTPS listeners;
+//! 4. bind the HTTPS listeners and the admin listener;
 //! 5. drop privileges to `runtime.user`, when configured;
-//! 6. serve until SIGTERM or SIGINT; SIGHUP reloads.
+//! 6. tell systemd `READY=1` and serve until SIGTERM or SIGINT; SIGHUP
+//!    reloads.
 //!
 //! The filter stays pinned when the daemon exits, on purpose or not.
+//!
+//! A reload re-reads the configuration file and every file it names and
+//! applies all of it or nothing: it is rejected when the file or a
+//! certificate, key, CA bundle or CRL is invalid, when the `[firewall]`
+//! section cannot be applied, or when a key changed that only a restart can
+//! apply ([`Config::restart_only_changes`]). The firewall section is checked
+//! before anything is written, and the TLS state is swapped last.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use tokio::{
     signal::unix::{Signal, SignalKind, signal},
     sync::Notify,
 };
-use tracing::{error, info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
 
 use crate::{
+    admin::{
+        self, AdminState, StatusBoard,
+        health::{FilterCheck, Health},
+        metrics::Sources,
+    },
     config::{Config, ConfigError},
-    firewall::{Firewall, FirewallError, StartReport},
+    firewall::{
+        Firewall, FirewallError, StartReport,
+        attach::{self, XdpState},
+        interface,
+    },
+    notify,
+    pidfile::{PidFile, PidFileError},
     privileges::{self, PrivilegeError},
     proxy::{BoundProxy, Proxy, ProxyError},
     tls::{SharedTlsState, TlsState},
@@ -35,6 +58,9 @@ pub enum DaemonError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The pid file could not be taken.
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
     /// The firewall could not be set up.
     #[error(transparent)]
     Firewall(#[from] FirewallError),
@@ -44,6 +70,18 @@ pub enum DaemonError {
     /// Privileges could not be dropped.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    /// The filter is not where the daemon just attached it.
+    #[error("the XDP filter is not attached after start-up ({0}); check `befundctl fw status`")]
+    FilterMissing(String),
+    /// The admin listener could not be bound.
+    #[error("cannot listen for health and metrics on {addr} (admin.listen): {source}")]
+    Admin {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The async runtime or a signal handler could not be set up.
     #[error("cannot {what}: {source}")]
     Runtime {
@@ -64,6 +102,16 @@ pub fn check_config(path: &Path) -> Result<Config, ConfigError> {
     Config::load(path)
 }
 
+/// What [`serve`] runs.
+struct Parts {
+    config: Config,
+    firewall: Firewall,
+    filter: FilterCheck,
+    bound: BoundProxy,
+    admin: std::net::TcpListener,
+    _pid_file: PidFile,
+}
+
 /// Starts the daemon with `config` (read from `config_path`) and runs it until
 /// SIGTERM or SIGINT.
 ///
@@ -72,50 +120,178 @@ pub fn check_config(path: &Path) -> Result<Config, ConfigError> {
 /// A [`DaemonError`] from start-up. Errors during a reload are logged and the
 /// daemon keeps running with the previous state.
 pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
+    let pid_file = PidFile::acquire(&config.runtime.pid_file)?;
     let proxy = Proxy::load(&config)?;
     let (firewall, report) = Firewall::start(&config.firewall)?;
     log_firewall(&config, &report);
+    let filter = filter_check(&config)?;
+    refuse_admin_on_wan(&config)?;
+
     let bound = proxy.bind()?;
+    let admin_addr = config.admin.listen;
+    let admin = admin::bind(admin_addr).map_err(|source| DaemonError::Admin {
+        addr: admin_addr,
+        source,
+    })?;
+    info!(addr = %admin_addr, "serving health and metrics");
+
     if let Some(user) = &config.runtime.user {
-        let running_as = privileges::drop_to_user(user)?;
-        info!(user = %user, uid = running_as.uid, gid = running_as.gid, "privileges dropped");
+        let keep_bpf = !privileges::works_without_bpf_capability(|| firewall.maps_usable());
+        let running_as = privileges::drop_to_user(user, keep_bpf)?;
+        info!(
+            user = %user, uid = running_as.uid, gid = running_as.gid,
+            kept = ?running_as.kept, "privileges dropped"
+        );
+        privileges::check_files_after_drop(user, &config)?;
     }
 
     let runtime = tokio::runtime::Runtime::new().map_err(|source| DaemonError::Runtime {
         what: "start the async runtime",
         source,
     })?;
-    runtime.block_on(serve(config_path, firewall, bound))
+    let parts = Parts {
+        config,
+        firewall,
+        filter,
+        bound,
+        admin,
+        _pid_file: pid_file,
+    };
+    runtime.block_on(serve(config_path, parts))
 }
 
-async fn serve(
-    config_path: &Path,
-    mut firewall: Firewall,
-    bound: BoundProxy,
-) -> Result<(), DaemonError> {
+/// Where the filter was attached, to check it for `/healthz`.
+fn filter_check(config: &Config) -> Result<FilterCheck, DaemonError> {
+    match attach::xdp_state(&config.firewall.pin_root)? {
+        XdpState::Attached {
+            interface,
+            program_id,
+        } => Ok(FilterCheck {
+            interface: interface.name,
+            program_id,
+        }),
+        other => Err(DaemonError::FilterMissing(format!("{other:?}"))),
+    }
+}
+
+/// The admin listener must not sit on the WAN interface.
+fn refuse_admin_on_wan(config: &Config) -> Result<(), DaemonError> {
+    let ip = config.admin.listen.ip();
+    if ip.is_loopback() {
+        return Ok(());
+    }
+    let wan = &config.firewall.interface;
+    let lookup = |source| FirewallError::Netlink {
+        operation: "list the WAN interface's addresses",
+        source,
+    };
+    let Some(iface) = interface::by_name(wan).map_err(lookup)? else {
+        return Ok(());
+    };
+    if interface::addresses(iface.index)
+        .map_err(lookup)?
+        .contains(&ip)
+    {
+        return Err(ConfigError::Invalid {
+            path: config.source.clone(),
+            key: "admin.listen".into(),
+            problem: format!(
+                "{ip} is an address of the WAN interface {wan}; use loopback (\"127.0.0.1:9090\") \
+                 or an address on the lab side"
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+async fn serve(config_path: &Path, parts: Parts) -> Result<(), DaemonError> {
+    let Parts {
+        config,
+        firewall,
+        filter,
+        bound,
+        admin,
+        _pid_file,
+    } = parts;
     let mut sigterm = install(SignalKind::terminate(), "install the SIGTERM handler")?;
     let mut sigint = install(SignalKind::interrupt(), "install the SIGINT handler")?;
     let mut sighup = install(SignalKind::hangup(), "install the SIGHUP handler")?;
 
     let tls = bound.tls_state();
+    let metrics = bound.metrics();
+    let firewall = Arc::new(Mutex::new(firewall));
+    let health = Arc::new(Health::new(
+        filter,
+        bound.upstream_authority(),
+        config.admin.upstream_check_interval,
+    ));
+    let status = Arc::new(StatusBoard::default());
+    let registry = admin::metrics::registry(Sources {
+        proxy: metrics.clone(),
+        tls: tls.clone(),
+        live: bound.live(),
+        firewall: Some(firewall.clone()),
+    });
+    let admin_state = Arc::new(AdminState {
+        health: health.clone(),
+        registry,
+        status: status.clone(),
+    });
+    let cancel = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(admin, admin_state, cancel.clone()));
+
     let stop = Arc::new(Notify::new());
     let stopped = stop.clone();
     let mut server = tokio::spawn(bound.serve(async move { stopped.notified().await }));
+    health.set_listening(true);
+    notify::ready("serving");
+    if let Some(interval) = notify::watchdog_interval() {
+        info!(interval = ?interval, "systemd watchdog enabled");
+        tokio::spawn(notify::watchdog(interval, cancel.clone()));
+    }
 
+    let mut running = config;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-            _ = sighup.recv() => reload(config_path, &mut firewall, &tls),
-            result = &mut server => return finished(result),
+            _ = sighup.recv() => {
+                notify::reloading();
+                let outcome = reload(config_path, &mut running, &firewall, &tls);
+                let (applied, message) = match outcome {
+                    Ok(message) => {
+                        metrics.reloads.inc();
+                        info!(what = %message, "reloaded");
+                        (true, message)
+                    }
+                    Err(message) => {
+                        metrics.reloads_rejected.inc();
+                        error!(error = %message, "reload rejected, nothing changed");
+                        (false, message)
+                    }
+                };
+                notify::reloaded(if applied { "serving; reloaded" } else { "serving; reload rejected" });
+                status.record_reload(applied, message);
+            }
+            result = &mut server => {
+                health.set_listening(false);
+                cancel.cancel();
+                return finished(result);
+            }
         }
     }
+    notify::stopping();
     info!(
-        interface = %firewall.config().interface,
+        interface = %running.firewall.interface,
         "stopping; the filter stays attached"
     );
     stop.notify_one();
-    finished(server.await)
+    let result = server.await;
+    health.set_listening(false);
+    cancel.cancel();
+    let _ = admin_task.await;
+    finished(result)
 }
 
 fn finished(
@@ -149,27 +325,53 @@ fn log_firewall(config: &Config, report: &StartReport) {
     );
 }
 
-/// Re-reads the configuration and every file it names. Nothing changes
-/// unless the new configuration and its TLS files are valid.
-fn reload(path: &Path, firewall: &mut Firewall, tls: &SharedTlsState) {
+/// Re-reads the configuration and every file it names and applies all of
+/// it, or nothing. Returns what was reloaded, or why nothing changed.
+fn reload(
+    path: &Path,
+    running: &mut Config,
+    firewall: &Mutex<Firewall>,
+    tls: &SharedTlsState,
+) -> Result<String, String> {
     info!(config = %path.display(), "reloading");
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(e) => {
-            error!(error = %e, "reload rejected, keeping the running configuration");
-            return;
-        }
-    };
-    let state = match TlsState::load(&config) {
-        Ok(state) => state,
-        Err(e) => {
-            error!(error = %e, "reload rejected, keeping the running certificates");
-            return;
-        }
-    };
-    if let Err(e) = firewall.reload(&config.firewall) {
-        warn!(error = %e, "firewall reload incomplete");
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let restart_only = running.restart_only_changes(&config);
+    if !restart_only.is_empty() {
+        return Err(format!(
+            "{}: changed {}, which only a restart applies (systemctl restart befund-proxy); \
+             undo the change to reload the rest",
+            path.display(),
+            restart_only.join(", ")
+        ));
     }
+    let state = TlsState::load(&config).map_err(|e| e.to_string())?;
+
+    let mut firewall = firewall.lock().unwrap_or_else(|p| p.into_inner());
+    let prepared = firewall
+        .prepare(&config.firewall)
+        .map_err(|e| format!("{}: [firewall]: {e}", path.display()))?;
+    firewall.commit(prepared).map_err(|e| {
+        format!(
+            "{}: [firewall]: {e}; the filter may hold part of the new rules, the TLS state is \
+             unchanged",
+            path.display()
+        )
+    })?;
+    drop(firewall);
+
+    let cert = &state.server_certificate;
+    info!(
+        subject = %cert.subject, key = %cert.key,
+        not_after = %humantime::format_rfc3339_seconds(cert.not_after),
+        crls = state.crl_monitor.crls().len(),
+        "server certificate and client-certificate policy loaded"
+    );
+    state.crl_monitor.log_standing(std::time::SystemTime::now());
     tls.store(Arc::new(state));
-    info!("reloaded: server certificate, client CAs and CRLs in force for new handshakes");
+    *running = config;
+    Ok(
+        "server certificate, client CAs, CRLs and firewall rules in force; open connections \
+        re-checked"
+            .to_owned(),
+    )
 }

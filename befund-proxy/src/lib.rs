@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_protocol;
+pub mod admin;
 pub mod audit;
 pub mod ca;
 pub mod check;
@@ -12,6 +13,8 @@ pub mod config;
 pub mod daemon;
 pub mod firewall;
 pub mod logging;
+pub mod notify;
+pub mod pidfile;
 pub mod privileges;
 pub mod proxy;
 pub mod tls;

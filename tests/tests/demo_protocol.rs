@@ -21,6 +21,8 @@ fn access_protocol_in_namespaces_matches_the_lab_concept() {
     let options = Options {
         bin_dir: bin_dir(),
         tag: "e2e".to_owned(),
+        gateway_env: Vec::new(),
+        runtime_user: None,
     };
     let deployment = Deployment::start(&options).expect("deployment starts");
     let rows = protocol::run(&deployment).expect("protocol runs");

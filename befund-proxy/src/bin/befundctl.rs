@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use befund_proxy::cli::{self, audit, fw};
+use befund_proxy::cli::{self, audit, fw, reload};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,6 +26,9 @@ enum Command {
     Crl(cli::crl::CrlArgs),
     /// Run the lab's access tests against a deployment and write the protocol.
     Audit(audit::AuditArgs),
+    /// Make the running daemon re-read its configuration, certificates, CRLs
+    /// and firewall rules (all or nothing) and report whether it did.
+    Reload(reload::ReloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,9 @@ fn main() -> ExitCode {
         Command::Cert(cmd) => cmd.run().map_err(Into::into),
         Command::Crl(cmd) => cmd.run().map_err(Into::into),
         Command::Audit(args) => audit::run_and_exit(&args),
+        Command::Reload(args) => reload::run(&args)
+            .map(|line| println!("{line}"))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

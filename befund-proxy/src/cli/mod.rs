@@ -5,3 +5,4 @@ pub mod ca;
 pub mod cert;
 pub mod crl;
 pub mod fw;
+pub mod reload;

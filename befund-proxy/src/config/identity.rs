@@ -10,7 +10,7 @@ use super::ConfigError;
 pub const DEFAULT_SECRET_HEADER: &str = "X-Befund-Proxy-Auth";
 
 /// `[identity]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// Header that carries the shared secret; the Befundserver trusts the identity

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// `[limits]` section. Every value has a safe default.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Time a client has to complete the TLS handshake after connecting.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// `[log]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or a

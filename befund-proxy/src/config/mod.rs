@@ -4,6 +4,7 @@
 //! `befund-proxy check-config` and a reload can reject a bad file before it
 //! changes anything. Every error names the file, the key and the fix.
 
+pub mod admin;
 pub mod firewall;
 pub mod identity;
 pub mod limits;
@@ -16,11 +17,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use self::admin::AdminConfig;
 pub use self::firewall::FirewallConfig;
 pub use self::identity::IdentityConfig;
 pub use self::limits::LimitsConfig;
 pub use self::log::{AuditTarget, LogConfig, LogFormat};
-pub use self::runtime::RuntimeConfig;
+pub use self::runtime::{DEFAULT_PID_FILE, RuntimeConfig};
 pub use self::tls::{CrlExpiredPolicy, TlsConfig};
 pub use self::upstream::{UpstreamConfig, UpstreamScheme, UpstreamUrl};
 
@@ -49,9 +51,12 @@ pub struct Config {
     /// Daemon log and audit log.
     #[serde(default)]
     pub log: LogConfig,
-    /// Process settings (privilege drop).
+    /// Process settings (privilege drop, pid file).
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Health and metrics listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 /// A configuration error: which file, which key, what is wrong and how to fix it.
@@ -119,6 +124,32 @@ impl Config {
         Ok(config)
     }
 
+    /// The keys and sections that differ between `self` (in force) and
+    /// `new` and that only a restart can apply: the listening sockets, the
+    /// filter's attachment, the upstream client, the identity secret, the
+    /// limits, the logs and the process settings. A reload applies the
+    /// certificates, the client CAs, the CRLs and the rest of `[firewall]`.
+    pub fn restart_only_changes(&self, new: &Self) -> Vec<&'static str> {
+        let (fw, tls) = (&self.firewall, &self.tls);
+        let checks = [
+            ("firewall.interface", fw.interface != new.firewall.interface),
+            ("firewall.xdp_mode", fw.xdp_mode != new.firewall.xdp_mode),
+            ("firewall.pin_root", fw.pin_root != new.firewall.pin_root),
+            ("tls.listen", tls.listen != new.tls.listen),
+            ("tls.server_name", tls.server_name != new.tls.server_name),
+            ("[upstream]", self.upstream != new.upstream),
+            ("[identity]", self.identity != new.identity),
+            ("[limits]", self.limits != new.limits),
+            ("[log]", self.log != new.log),
+            ("[runtime]", self.runtime != new.runtime),
+            ("[admin]", self.admin != new.admin),
+        ];
+        checks
+            .into_iter()
+            .filter_map(|(key, changed)| changed.then_some(key))
+            .collect()
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         self.firewall.validate(path)?;
         self.tls.validate(path)?;
@@ -126,7 +157,70 @@ impl Config {
         self.identity.validate(path)?;
         self.limits.validate(path)?;
         self.log.validate(path)?;
-        self.runtime.validate(path)
+        self.runtime.validate(path)?;
+        self.admin
+            .validate(path, &self.firewall.proxy_addresses, &self.tls.listen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[firewall]
+interface = "wan0"
+proxy_addresses = ["192.0.2.10"]
+
+[tls]
+listen = ["192.0.2.10:443"]
+server_name = "befund.example"
+certificate = "/etc/befund/tls/server.crt"
+private_key = "/etc/befund/tls/server.key"
+client_ca = "/etc/befund/tls/ca.crt"
+crls = ["/etc/befund/tls/ca.crl"]
+
+[upstream]
+url = "http://10.20.0.5:8080"
+
+[identity]
+secret_file = "/etc/befund/secret"
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("b.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn certificates_crls_and_firewall_rules_reload_without_a_restart() {
+        let running = parse(BASE);
+        let edited = BASE
+            .replace("server.crt", "server-2026.crt")
+            .replace("ca.crl\"]", "ca.crl\", \"/etc/befund/tls/sub.crl\"]")
+            .replace(
+                "proxy_addresses = [\"192.0.2.10\"]",
+                "proxy_addresses = [\"192.0.2.10\"]\nblocked = [\"203.0.113.0/24\"]",
+            );
+        assert_eq!(
+            running.restart_only_changes(&parse(&edited)),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn listener_interface_and_upstream_changes_need_a_restart() {
+        let running = parse(BASE);
+        let edited = BASE
+            .replace(
+                "listen = [\"192.0.2.10:443\"]",
+                "listen = [\"192.0.2.10:8443\"]",
+            )
+            .replace("interface = \"wan0\"", "interface = \"wan1\"")
+            .replace("10.20.0.5:8080", "10.20.0.6:8080");
+        assert_eq!(
+            running.restart_only_changes(&parse(&edited)),
+            ["firewall.interface", "tls.listen", "[upstream]"]
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// `[tls]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Socket addresses the proxy listens on, e.g. `["0.0.0.0:443", "[::]:443"]`.
@@ -53,6 +53,10 @@ impl CrlExpiredPolicy {
     }
 }
 
+/// `befundctl crl` publishes CRLs valid for 7 days and the appliance renews
+/// them daily, so a fresh CRL is always within 7 days of its nextUpdate: the
+/// warning starts after four missed renewals, three days before clients
+/// would be locked out.
 fn default_crl_warning_days() -> u32 {
     3
 }

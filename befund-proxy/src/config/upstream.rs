@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// `[upstream]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL of the Befundserver, `http://` or `https://`, without path, e.g.

@@ -144,6 +144,20 @@ impl Firewall {
     /// [`FirewallError::NeedsRestart`] for those keys (nothing is changed);
     /// otherwise the first map or state error.
     pub fn reload(&mut self, config: &FirewallConfig) -> Result<usize, FirewallError> {
+        let prepared = self.prepare(config)?;
+        self.commit(prepared)
+    }
+
+    /// Checks a changed `[firewall]` section and works out what to write,
+    /// without changing anything: the interface exists, the state file can
+    /// be read and locked, every rule gets a counter slot. The state file
+    /// stays locked until the result is committed or dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`FirewallError::NeedsRestart`] for a changed interface, mode or pin
+    /// root; interface, state and slot errors.
+    pub fn prepare(&self, config: &FirewallConfig) -> Result<PreparedFirewall, FirewallError> {
         for (key, changed) in [
             ("interface", config.interface != self.config.interface),
             ("xdp_mode", config.xdp_mode != self.config.xdp_mode),
@@ -156,9 +170,31 @@ impl Firewall {
         let iface = lookup_interface(&config.interface)?;
         let lock = StateLock::acquire(&config.state_file)?;
         let mut state = lock.load()?;
-        let applied = apply(&mut self.maps, config, &mut state, &iface)?;
+        let plan = plan(config, &mut state, &iface)?;
+        Ok(PreparedFirewall {
+            config: config.clone(),
+            lock,
+            state,
+            plan,
+        })
+    }
+
+    /// Writes a prepared change into the maps and the state file.
+    ///
+    /// # Errors
+    ///
+    /// The first map or state error; the maps may then hold part of the
+    /// change (new rules go in before stale ones come out).
+    pub fn commit(&mut self, prepared: PreparedFirewall) -> Result<usize, FirewallError> {
+        let PreparedFirewall {
+            config,
+            lock,
+            state,
+            plan,
+        } = prepared;
+        let applied = write(&mut self.maps, &plan)?;
         lock.save(&state)?;
-        self.config = config.clone();
+        self.config = config;
         info!(
             rules = applied.rules,
             local_addresses = applied.local_addresses,
@@ -175,6 +211,12 @@ impl Firewall {
     /// The map error.
     pub fn counters(&self) -> Result<Vec<NamedCounter>, FirewallError> {
         named_counters(&self.maps)
+    }
+
+    /// Whether the maps can be read through the descriptors held (used to
+    /// probe which capabilities the daemon must keep).
+    pub fn maps_usable(&self) -> bool {
+        self.maps.settings().is_ok()
     }
 
     /// The configuration in force.
@@ -260,6 +302,23 @@ where
         })
 }
 
+/// A checked `[firewall]` section with everything worked out that
+/// [`Firewall::commit`] writes; holds the state file's lock.
+pub struct PreparedFirewall {
+    config: FirewallConfig,
+    lock: StateLock,
+    state: FirewallState,
+    plan: Plan,
+}
+
+/// What goes into the maps.
+struct Plan {
+    wanted: BTreeMap<Rule, u32>,
+    fresh_slots: Vec<u32>,
+    local: BTreeMap<[u8; 16], u32>,
+    settings: FilterSettings,
+}
+
 /// Writes settings, local addresses and rules (configuration plus state)
 /// into the maps, assigning counter slots.
 fn apply(
@@ -268,31 +327,51 @@ fn apply(
     state: &mut FirewallState,
     iface: &Interface,
 ) -> Result<Applied, FirewallError> {
+    let plan = plan(config, state, iface)?;
+    write(maps, &plan)
+}
+
+/// Works out the rules with their slots (assigning new ones in `state`),
+/// the local addresses and the settings.
+fn plan(
+    config: &FirewallConfig,
+    state: &mut FirewallState,
+    iface: &Interface,
+) -> Result<Plan, FirewallError> {
     let set = RuleSet::combine(config, state);
     state.slots.retain(|r| set.rules.contains_key(r));
     let mut wanted = BTreeMap::new();
+    let mut fresh_slots = Vec::new();
     for rule in set.rules.keys() {
         let assigned = state.slots.assign(*rule)?;
         if assigned.fresh {
-            maps.zero_counter(assigned.slot)?;
+            fresh_slots.push(assigned.slot);
         }
         wanted.insert(*rule, assigned.slot);
     }
-    maps.sync_rules(&wanted)?;
-
     let own = interface::addresses(iface.index).map_err(|source| FirewallError::Netlink {
         operation: "list the interface's addresses",
         source,
     })?;
-    let local = local_addresses(&config.proxy_addresses, &own);
-    maps.sync_local(&local)?;
+    Ok(Plan {
+        wanted,
+        fresh_slots,
+        local: local_addresses(&config.proxy_addresses, &own),
+        settings: settings(config, set.lockdown.0),
+    })
+}
 
-    let lockdown = set.lockdown.0;
-    maps.set_settings(&settings(config, lockdown))?;
+fn write(maps: &mut FilterMaps, plan: &Plan) -> Result<Applied, FirewallError> {
+    for slot in &plan.fresh_slots {
+        maps.zero_counter(*slot)?;
+    }
+    maps.sync_rules(&plan.wanted)?;
+    maps.sync_local(&plan.local)?;
+    maps.set_settings(&plan.settings)?;
     Ok(Applied {
-        rules: wanted.len(),
-        local_addresses: local.len(),
-        lockdown,
+        rules: plan.wanted.len(),
+        local_addresses: plan.local.len(),
+        lockdown: plan.settings.lockdown != 0,
     })
 }
 

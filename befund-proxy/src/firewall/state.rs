@@ -118,6 +118,7 @@ impl StateLock {
             .mode(0o600)
             .open(lock_path(path))
             .map_err(|e| io_err("create the lock of", e))?;
+        adopt_directory_owner(&file, path).map_err(|e| io_err("hand over the lock of", e))?;
         file.lock().map_err(|e| io_err("lock", e))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -142,6 +143,25 @@ impl StateLock {
     pub fn save(&self, state: &FirewallState) -> Result<(), StateError> {
         save(&self.path, state)
     }
+}
+
+/// When root writes into a state directory that belongs to another user
+/// (the daemon's `runtime.user`), the new file goes to that user too, so the
+/// daemon can still lock, read and replace it after dropping privileges.
+fn adopt_directory_owner(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let meta = fs::metadata(dir)?;
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()))
 }
 
 fn lock_path(path: &Path) -> PathBuf {
@@ -226,6 +246,7 @@ fn save(path: &Path, state: &FirewallState) -> Result<(), StateError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io_err("write", e))?;
+    adopt_directory_owner(&out, path).map_err(|e| io_err("hand over", e))?;
     out.write_all(text.as_bytes())
         .and_then(|()| out.sync_all())
         .map_err(|e| io_err("write", e))?;

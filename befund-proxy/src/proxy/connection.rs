@@ -10,12 +10,14 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, Deadlines, Expiry, MonitoredIo};
 use super::identity::ClientIdentity;
+use super::live::LiveConnections;
 use super::service::{ConnectionInfo, ErrorChain, Shared, handle};
 use crate::config::LimitsConfig;
 use crate::tls::{RefusalReason, SharedTlsState, TlsState};
@@ -28,6 +30,8 @@ pub(crate) struct ConnectionContext {
     pub limits: LimitsConfig,
     /// Time a busy connection may go without moving a byte.
     pub stall_timeout: Duration,
+    /// The open verified connections, rechecked at every trust change.
+    pub live: Arc<LiveConnections>,
 }
 
 /// Serves one accepted TCP connection until it closes, expires or `shutdown` ends it.
@@ -72,6 +76,18 @@ pub(crate) async fn serve_connection(
         }
     };
     let http2 = session.alpn_protocol() == Some(b"h2");
+    let chain: Arc<[CertificateDer<'static>]> = session
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
+    let registration = ctx.live.register(
+        peer,
+        identity.serial.clone(),
+        identity.subject.clone(),
+        chain,
+    );
     ctx.shared.metrics.handshakes_completed.inc();
     tracing::debug!(
         %peer, subject = %identity.subject, serial = %identity.serial,
@@ -108,6 +124,7 @@ pub(crate) async fn serve_connection(
             &activity,
             peer,
             &shutdown,
+            registration.closed(),
         )
         .await;
     } else {
@@ -124,24 +141,31 @@ pub(crate) async fn serve_connection(
             &activity,
             peer,
             &shutdown,
+            registration.closed(),
         )
         .await;
     }
 }
 
-/// Runs `conn` until it ends, its deadline passes, or shutdown (then
-/// gracefully, for at most `limits.shutdown_grace`).
+/// Runs `conn` until it ends, its deadline passes, its certificate is no
+/// longer admitted (then at once) or shutdown (then gracefully, for at most
+/// `limits.shutdown_grace`).
 async fn drive<C>(
     ctx: &ConnectionContext,
     conn: C,
     activity: &Activity,
     peer: SocketAddr,
     shutdown: &CancellationToken,
+    revoked: &CancellationToken,
 ) where
     C: GracefulConnection<Error = hyper::Error>,
 {
     tokio::pin!(conn);
     let result = tokio::select! {
+        biased;
+        // Dropping the connection closes the socket and abandons requests in
+        // progress: a revoked certificate gets no further byte.
+        () = revoked.cancelled() => return,
         result = conn.as_mut() => result,
         expiry = activity.expired() => return log_expiry(ctx, peer, expiry),
         () = shutdown.cancelled() => {

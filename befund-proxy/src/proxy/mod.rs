@@ -10,7 +10,9 @@
 pub mod activity;
 pub mod authority;
 mod connection;
+mod crl_watch;
 pub mod identity;
+pub mod live;
 pub mod metrics;
 mod service;
 pub mod upstream;
@@ -20,7 +22,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -29,12 +30,13 @@ use tokio_util::task::TaskTracker;
 
 use self::connection::{ConnectionContext, serve_connection};
 pub use self::identity::{ClientIdentity, IdentityHeaders};
+pub use self::live::LiveConnections;
 pub use self::metrics::{ProxyMetrics, Side};
 use self::service::Shared;
 pub use self::upstream::Upstream;
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError, LimitsConfig};
-use crate::tls::{SharedTlsState, TlsState};
+use crate::tls::{SharedTlsState, TlsState, TlsStateCell};
 
 /// Listen backlog: enough for bursts of connects while staying far below
 /// the kernel's default somaxconn.
@@ -77,6 +79,7 @@ pub enum ProxyError {
 pub struct Proxy {
     tls: SharedTlsState,
     shared: Arc<Shared>,
+    live: Arc<LiveConnections>,
     listen: Vec<SocketAddr>,
     limits: LimitsConfig,
     stall_timeout: Duration,
@@ -110,8 +113,9 @@ impl Proxy {
             metrics: Arc::new(ProxyMetrics::default()),
         });
         Ok(Self {
-            tls: Arc::new(ArcSwap::from_pointee(tls)),
+            tls: Arc::new(TlsStateCell::new(tls)),
             shared,
+            live: Arc::new(LiveConnections::default()),
             listen: config.tls.listen.clone(),
             limits: config.limits.clone(),
             stall_timeout: config.upstream.response_timeout + config.limits.idle_timeout,
@@ -126,6 +130,16 @@ impl Proxy {
     /// The proxy's counters.
     pub fn metrics(&self) -> Arc<ProxyMetrics> {
         self.shared.metrics.clone()
+    }
+
+    /// The open verified connections.
+    pub fn live(&self) -> Arc<LiveConnections> {
+        self.live.clone()
+    }
+
+    /// The Befundserver's `host:port`, for reachability checks.
+    pub fn upstream_authority(&self) -> String {
+        self.shared.upstream.authority()
     }
 
     /// Binds every address of `tls.listen`. Needs no async runtime, so it can
@@ -187,6 +201,16 @@ impl BoundProxy {
         self.proxy.metrics()
     }
 
+    /// The open verified connections.
+    pub fn live(&self) -> Arc<LiveConnections> {
+        self.proxy.live()
+    }
+
+    /// The Befundserver's `host:port`, for reachability checks.
+    pub fn upstream_authority(&self) -> String {
+        self.proxy.upstream_authority()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets requests
     /// in progress finish for up to `limits.shutdown_grace` and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
@@ -196,6 +220,7 @@ impl BoundProxy {
             tls: proxy.tls.clone(),
             limits: proxy.limits.clone(),
             stall_timeout: proxy.stall_timeout,
+            live: proxy.live.clone(),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -217,6 +242,17 @@ impl BoundProxy {
             tracker.spawn(accept.run());
         }
         tracker.spawn(watch_crls(proxy.tls.clone(), cancel.clone()));
+        tracker.spawn(crl_watch::watch_files(
+            proxy.tls.clone(),
+            proxy.shared.metrics.clone(),
+            cancel.clone(),
+        ));
+        tracker.spawn(recheck_on_trust_change(
+            proxy.tls.clone(),
+            proxy.live.clone(),
+            proxy.shared.metrics.clone(),
+            cancel.clone(),
+        ));
 
         shutdown.await;
         tracing::info!(grace = ?proxy.limits.shutdown_grace, "shutting down: no new connections");
@@ -262,12 +298,15 @@ impl AcceptLoop {
                 continue;
             };
             self.ctx.shared.metrics.connections_accepted.inc();
+            self.ctx.shared.metrics.connections_open.inc();
             let _ = tcp.set_nodelay(true);
             let local = tcp.local_addr().unwrap_or(self.addr);
             let ctx = self.ctx.clone();
             let cancel = self.cancel.clone();
             self.tracker.spawn(async move {
+                let metrics = ctx.shared.metrics.clone();
                 serve_connection(ctx, tcp, peer, local, cancel).await;
+                metrics.connections_open.dec();
                 drop(permit);
             });
         }
@@ -297,6 +336,47 @@ impl OverLimitLog {
         );
         *last = Some(Instant::now());
         *suppressed = 0;
+    }
+}
+
+/// Closes the open connections that a new trust state no longer admits.
+async fn recheck_on_trust_change(
+    tls: SharedTlsState,
+    live: Arc<LiveConnections>,
+    metrics: Arc<ProxyMetrics>,
+    cancel: CancellationToken,
+) {
+    let mut changes = tls.subscribe();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        let state = tls.load_full();
+        let registry = live.clone();
+        // Verifying many chains costs signature checks: keep them off the
+        // threads that serve connections.
+        let (checked, closed) = match tokio::task::spawn_blocking(move || registry.recheck(&state))
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(side = "proxy", error = %e, "re-checking open connections failed");
+                continue;
+            }
+        };
+        for c in &closed {
+            metrics.connections_closed_by_trust_change.record(c.reason);
+            tracing::warn!(
+                peer = %c.peer, serial = %c.serial, subject = %c.subject, reason = c.reason.as_str(),
+                "client certificate no longer admitted; connection closed"
+            );
+        }
+        tracing::info!(
+            checked,
+            closed = closed.len(),
+            "open connections re-checked against the new trust state"
+        );
     }
 }
 

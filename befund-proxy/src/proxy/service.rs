@@ -127,7 +127,14 @@ async fn forward(
         shared.upstream.client().request(upstream_request),
     )
     .await;
-    record.upstream_ms = Some(millis(started.elapsed()));
+    let upstream_time = started.elapsed();
+    record.upstream_ms = Some(millis(upstream_time));
+    if result.is_ok() {
+        shared
+            .metrics
+            .upstream_duration
+            .observe(upstream_time.as_secs_f64());
+    }
     match result {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => {
@@ -387,6 +394,12 @@ impl Done {
             record,
         } = self;
         let identity = &conn.identity;
+        let duration = record.started.elapsed();
+        shared.metrics.responses.record(record.status);
+        shared
+            .metrics
+            .request_duration
+            .observe(duration.as_secs_f64());
         shared.audit.record(&AuditRecord {
             time: timestamp(record.time),
             client: conn.peer,
@@ -398,7 +411,7 @@ impl Done {
             version: record.version,
             status: record.status,
             bytes,
-            duration_ms: millis(record.started.elapsed()),
+            duration_ms: millis(duration),
             upstream_ms: record.upstream_ms,
             error_side: record.error_side.map(Side::as_str),
         });

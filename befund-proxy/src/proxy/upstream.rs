@@ -57,6 +57,17 @@ impl Upstream {
         &self.client
     }
 
+    /// The Befundserver's `host:port` (the scheme's port when the URL has
+    /// none), for reachability checks.
+    pub fn authority(&self) -> String {
+        let authority = self.base.authority();
+        let port = authority.port_u16().unwrap_or(match self.base.scheme() {
+            UpstreamScheme::Https => 443,
+            UpstreamScheme::Http => 80,
+        });
+        format!("{}:{port}", authority.host())
+    }
+
     /// How long to wait for a response head.
     pub fn response_timeout(&self) -> Duration {
         self.response_timeout

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::pki_types::CertificateRevocationListDer;
+use sha2::{Digest, Sha256};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -34,6 +35,8 @@ pub struct CrlInfo {
     pub next_update: Option<SystemTime>,
     /// Number of revoked certificates listed.
     pub revoked: usize,
+    /// SHA-256 of the file's bytes as read, to notice when it changes.
+    pub content_hash: [u8; 32],
 }
 
 /// How a CRL stands at a given moment.
@@ -52,7 +55,9 @@ impl CrlInfo {
     pub fn load(
         file: &ConfigFile<'_>,
     ) -> Result<(Self, CertificateRevocationListDer<'static>), ConfigError> {
-        let der = file.crl()?;
+        let bytes = file.read()?;
+        let content_hash = content_hash(&bytes);
+        let der = file.crl_from(bytes)?;
         let (rest, crl) = CertificateRevocationList::from_der(der.as_ref())
             .map_err(|e| file.error(format!("not a valid X.509 CRL: {e}")))?;
         if !rest.is_empty() {
@@ -65,6 +70,7 @@ impl CrlInfo {
             this_update: to_system_time(crl.last_update().timestamp()),
             next_update: crl.next_update().map(|t| to_system_time(t.timestamp())),
             revoked: crl.iter_revoked_certificates().count(),
+            content_hash,
         };
         Ok((info, der))
     }
@@ -85,6 +91,11 @@ impl CrlInfo {
             .map(|t| humantime::format_rfc3339_seconds(t).to_string())
             .unwrap_or_else(|| "never".to_owned())
     }
+}
+
+/// SHA-256 of a CRL file's bytes.
+pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
 }
 
 fn to_system_time(unix: i64) -> SystemTime {
@@ -120,6 +131,11 @@ impl CrlMonitor {
     /// The CRLs watched.
     pub fn crls(&self) -> &[CrlInfo] {
         &self.crls
+    }
+
+    /// How `crl` stands at `now` under this monitor's warning period.
+    pub fn standing_of(&self, crl: &CrlInfo, now: SystemTime) -> CrlStanding {
+        crl.standing(now, self.warning)
     }
 
     /// Logs each CRL that is expired or about to expire at `now`: error for an
@@ -206,6 +222,7 @@ mod tests {
             this_update: SystemTime::UNIX_EPOCH,
             next_update,
             revoked: 0,
+            content_hash: [0; 32],
         }
     }
 

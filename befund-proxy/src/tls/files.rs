@@ -90,7 +90,14 @@ impl<'a> ConfigFile<'a> {
 
     /// Reads a CRL, PEM (`-----BEGIN X509 CRL-----`) or DER.
     pub fn crl(&self) -> Result<CertificateRevocationListDer<'static>, ConfigError> {
-        let bytes = self.read()?;
+        self.crl_from(self.read()?)
+    }
+
+    /// Parses `bytes`, read from this file, as a CRL (PEM or DER).
+    pub fn crl_from(
+        &self,
+        bytes: Vec<u8>,
+    ) -> Result<CertificateRevocationListDer<'static>, ConfigError> {
         if bytes.starts_with(b"-----BEGIN") || bytes.iter().take(64).all(|b| b.is_ascii()) {
             return CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| match e {
                 pem::Error::NoItemsFound => self

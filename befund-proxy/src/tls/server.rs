@@ -1,11 +1,13 @@
 //! The rustls server configuration: protocol versions, cipher suites, the
 //! server certificate and the client-certificate verifier.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, ParsedCertificate, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -16,7 +18,7 @@ use super::client_auth::RequireClientAuthEku;
 use super::crl::{CrlInfo, CrlMonitor};
 use super::dn::format_name;
 use super::files::ConfigFile;
-use crate::config::{Config, ConfigError, CrlExpiredPolicy};
+use crate::config::{Config, ConfigError, CrlExpiredPolicy, TlsConfig};
 
 /// Smallest RSA modulus accepted for the server certificate, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -69,6 +71,21 @@ pub struct TlsState {
     pub client_cas: Vec<String>,
     /// The CRLs and their dates.
     pub crl_monitor: Arc<CrlMonitor>,
+    /// The client-certificate check this state's handshakes use.
+    client_verifier: Arc<dyn ClientCertVerifier>,
+    /// What [`TlsState::with_fresh_crls`] keeps.
+    kept: Kept,
+}
+
+/// The parts of a state that a CRL change does not touch, and where the
+/// CRLs come from.
+#[derive(Clone, Debug)]
+struct Kept {
+    source: PathBuf,
+    tls: TlsConfig,
+    certified_key: Arc<CertifiedKey>,
+    roots: Arc<RootCertStore>,
+    cas: Arc<[ClientCa]>,
 }
 
 impl TlsState {
@@ -77,46 +94,83 @@ impl TlsState {
     pub fn load(config: &Config) -> Result<Self, ConfigError> {
         let provider = Arc::new(crypto_provider());
         let (certified_key, server_certificate) = load_server_identity(config, &provider)?;
-        let (roots, client_cas) = load_client_cas(config)?;
-        let (crl_ders, crl_infos) = load_crls(config, &roots, &client_cas)?;
-        let verifier = build_verifier(config, roots, crl_ders, &provider)?;
+        let (roots, cas) = load_client_cas(config)?;
+        let kept = Kept {
+            source: config.source.clone(),
+            tls: config.tls.clone(),
+            certified_key: Arc::new(certified_key),
+            roots: Arc::new(roots),
+            cas: cas.into(),
+        };
+        Self::assemble(kept, server_certificate)
+    }
+
+    /// The same state with the CRL files read again: what the proxy does when
+    /// a CRL file changes. Certificates, keys and CA bundle stay as loaded.
+    pub fn with_fresh_crls(&self) -> Result<Self, ConfigError> {
+        Self::assemble(self.kept.clone(), self.server_certificate.clone())
+    }
+
+    /// The CRL files this state was built from.
+    pub fn crl_files(&self) -> &[PathBuf] {
+        &self.kept.tls.crls
+    }
+
+    /// Checks a client's chain (leaf first) the way a new handshake would
+    /// now: chain to a client CA, validity, CRLs, `clientAuth`.
+    pub fn verify_client_chain(&self, chain: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or(rustls::Error::NoCertificatesPresented)?;
+        self.client_verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(drop)
+    }
+
+    fn assemble(kept: Kept, server_certificate: ServerCertificate) -> Result<Self, ConfigError> {
+        let provider = Arc::new(crypto_provider());
+        let (crl_ders, crl_infos) = load_crls(&kept)?;
+        let verifier = build_verifier(&kept, crl_ders, &provider)?;
+        let client_verifier: Arc<dyn ClientCertVerifier> =
+            Arc::new(RequireClientAuthEku::new(verifier));
 
         let mut server_config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| {
                 internal(
-                    config,
+                    &kept.source,
                     format!("TLS versions rejected by the provider: {e}"),
                 )
             })?
-            .with_client_cert_verifier(Arc::new(RequireClientAuthEku::new(verifier)))
+            .with_client_cert_verifier(client_verifier.clone())
             .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-                certified_key,
+                kept.certified_key.as_ref().clone(),
             )));
         server_config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
         server_config.ignore_client_order = true;
-        // No session resumption: every connection verifies the client's chain
-        // and the CRLs afresh, so a revocation takes effect on the next connection.
+        // No session resumption, neither session ids nor tickets: a resumed
+        // session skips the client-certificate check, so a certificate revoked
+        // since (or a CA dropped from the bundle) would get back in. Every
+        // connection runs the full check against the trust state in force.
         server_config.session_storage = Arc::new(NoServerSessionStorage {});
         server_config.send_tls13_tickets = 0;
 
-        let crl_monitor = CrlMonitor::new(
-            crl_infos,
-            config.tls.crl_expired,
-            config.tls.crl_warning_days,
-        );
+        let crl_monitor =
+            CrlMonitor::new(crl_infos, kept.tls.crl_expired, kept.tls.crl_warning_days);
         Ok(Self {
             server_config: Arc::new(server_config),
             server_certificate,
-            client_cas: client_cas.into_iter().map(|ca| ca.subject).collect(),
+            client_cas: kept.cas.iter().map(|ca| ca.subject.clone()).collect(),
             crl_monitor: Arc::new(crl_monitor),
+            client_verifier,
+            kept,
         })
     }
 }
 
-fn internal(config: &Config, problem: String) -> ConfigError {
+fn internal(source: &Path, problem: String) -> ConfigError {
     ConfigError::Invalid {
-        path: config.source.clone(),
+        path: source.to_path_buf(),
         key: "tls".into(),
         problem,
     }
@@ -236,6 +290,7 @@ pub(crate) fn unix_to_system_time(unix: i64) -> SystemTime {
 }
 
 /// A trusted client CA.
+#[derive(Clone, Debug)]
 struct ClientCa {
     subject: String,
     subject_der: Vec<u8>,
@@ -273,24 +328,22 @@ fn load_client_cas(config: &Config) -> Result<(RootCertStore, Vec<ClientCa>), Co
 }
 
 fn load_crls(
-    config: &Config,
-    roots: &RootCertStore,
-    cas: &[ClientCa],
+    kept: &Kept,
 ) -> Result<(Vec<CertificateRevocationListDer<'static>>, Vec<CrlInfo>), ConfigError> {
     let mut ders = Vec::new();
     let mut infos = Vec::new();
-    for path in &config.tls.crls {
-        let file = ConfigFile::new(&config.source, "tls.crls", path);
+    for path in &kept.tls.crls {
+        let file = ConfigFile::new(&kept.source, "tls.crls", path);
         let (info, der) = CrlInfo::load(&file)?;
         // Parse it the way the verifier will, so a bad CRL is blamed on its file.
         WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots.clone()),
+            kept.roots.clone(),
             Arc::new(crypto_provider()),
         )
         .with_crls([der.clone()])
         .build()
         .map_err(|e| file.error(format!("the CRL is not usable: {e}")))?;
-        let known_issuer = cas.iter().any(|ca| ca.subject_der == info.issuer_der);
+        let known_issuer = kept.cas.iter().any(|ca| ca.subject_der == info.issuer_der);
         if !known_issuer {
             // Normal for an intermediate CA that clients send along; a typo'd
             // file would show here too, so say it.
@@ -307,24 +360,23 @@ fn load_crls(
 }
 
 fn build_verifier(
-    config: &Config,
-    roots: RootCertStore,
+    kept: &Kept,
     crls: Vec<CertificateRevocationListDer<'static>>,
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ConfigError> {
+) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
     let mut builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        WebPkiClientVerifier::builder_with_provider(kept.roots.clone(), provider.clone())
             .with_crls(crls);
-    if !config.tls.crls.is_empty() {
+    if !kept.tls.crls.is_empty() {
         // A CA without a CRL of its own is not checked for revocation; one CRL
         // per issuing CA is the documented setup.
         builder = builder.allow_unknown_revocation_status();
     }
-    if config.tls.crl_expired == CrlExpiredPolicy::Refuse {
+    if kept.tls.crl_expired == CrlExpiredPolicy::Refuse {
         builder = builder.enforce_revocation_expiration();
     }
     builder.build().map_err(|e| {
-        ConfigFile::new(&config.source, "tls.client_ca", &config.tls.client_ca)
+        ConfigFile::new(&kept.source, "tls.client_ca", &kept.tls.client_ca)
             .error(format!("cannot build the client-certificate verifier: {e}"))
     })
 }

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     let options = Options {
         bin_dir,
         tag: "demo".to_owned(),
+        gateway_env: Vec::new(),
+        runtime_user: None,
     };
     match run(&options, keep) {
         Ok(true) => ExitCode::SUCCESS,

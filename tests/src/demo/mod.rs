@@ -34,6 +34,11 @@ pub struct Options {
     pub bin_dir: PathBuf,
     /// A tag that keeps namespace names apart between users (`demo`, `e2e`).
     pub tag: String,
+    /// Extra environment of the gateway daemon (e.g. `NOTIFY_SOCKET`).
+    pub gateway_env: Vec<(String, String)>,
+    /// `[runtime] user` of the gateway: the daemon drops to this user after
+    /// start-up; the files it re-reads are made readable for it.
+    pub runtime_user: Option<String>,
 }
 
 /// A running demo deployment: topology, PKI and started services.
@@ -76,8 +81,12 @@ impl Deployment {
             topology,
             audit: std::cell::OnceCell::new(),
         };
+        deployment.setup_befundserver()?;
         deployment.start_befundserver()?;
-        deployment.start_gateway()?;
+        if let Some(user) = &options.runtime_user {
+            deployment.grant_runtime_user(user)?;
+        }
+        deployment.start_gateway(&options.gateway_env, options.runtime_user.as_deref())?;
         Ok(deployment)
     }
 
@@ -95,7 +104,7 @@ impl Deployment {
         self.bin_dir.join(name)
     }
 
-    fn start_befundserver(&mut self) -> Result<()> {
+    fn setup_befundserver(&mut self) -> Result<()> {
         let dir = self.topology.dir.join("befundserver");
         std::fs::create_dir_all(&dir)?;
         let db = dir.join("befund.sqlite");
@@ -132,7 +141,14 @@ impl Deployment {
                 physician.account.as_ref(),
             ])?;
         }
+        Ok(())
+    }
 
+    /// Starts the Befundserver in the lab namespace (its database was set
+    /// up by [`Deployment::start`]) and waits until it accepts connections.
+    pub fn start_befundserver(&mut self) -> Result<()> {
+        let db = self.topology.dir.join("befundserver/befund.sqlite");
+        let server = self.bin("befundserver");
         let listen = format!("{}:{BEFUNDSERVER_PORT}", topology::BEFUNDSERVER);
         let mut cmd = self.topology.command(&self.topology.lab.clone(), &server);
         cmd.args(["serve", "--db"])
@@ -149,8 +165,52 @@ impl Deployment {
         )
     }
 
-    fn start_gateway(&mut self) -> Result<()> {
-        let config = self.write_gateway_config()?;
+    /// Stops the Befundserver (SIGKILL, as a crash would).
+    pub fn stop_befundserver(&mut self) -> Result<()> {
+        self.topology.stop("befundserver")
+    }
+
+    /// The gateway daemon's process id, from its pid file.
+    pub fn gateway_pid(&self) -> Result<i32> {
+        let text = std::fs::read_to_string(self.gateway_pid_file())
+            .context("failed to read the gateway's pid file")?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("pid file holds {text:?}"))
+    }
+
+    /// Where the gateway daemon writes its pid.
+    pub fn gateway_pid_file(&self) -> PathBuf {
+        self.topology.dir.join("gateway/befund-proxy.pid")
+    }
+
+    /// Lets `user` read what the daemon re-reads after dropping privileges
+    /// (certificate, key, CA bundle, CRL: group-readable for the user's group,
+    /// directories traversable) and write the firewall state directory.
+    fn grant_runtime_user(&self, user: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let entry =
+            nix::unistd::User::from_name(user)?.with_context(|| format!("no user {user}"))?;
+        let gateway = self.topology.dir.join("gateway");
+        std::fs::create_dir_all(&gateway)?;
+        std::os::unix::fs::chown(&gateway, Some(entry.uid.as_raw()), Some(entry.gid.as_raw()))?;
+        let pki = &self.pki;
+        for file in [&pki.server_chain, &pki.server_key, &pki.ca_cert, &pki.crl] {
+            std::os::unix::fs::chown(file, None, Some(entry.gid.as_raw()))?;
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o640))?;
+            let mut dir = file.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(&self.topology.dir)) {
+                let mode = std::fs::metadata(d)?.permissions().mode();
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o711))?;
+                dir = d.parent();
+            }
+        }
+        Ok(())
+    }
+
+    fn start_gateway(&mut self, env: &[(String, String)], user: Option<&str>) -> Result<()> {
+        let config = self.write_gateway_config(user)?;
         let check = std::process::Command::new(self.bin("befund-proxy"))
             .args(["check-config", "--config"])
             .arg(&config)
@@ -165,6 +225,7 @@ impl Deployment {
         let gateway = self.topology.gateway.clone();
         let mut cmd = self.topology.command(&gateway, self.bin("befund-proxy"));
         cmd.args(["run", "--config"]).arg(&config);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         self.topology.spawn("befund-proxy", cmd)?;
         let client = self.topology.client.clone();
         self.wait_for_port(
@@ -180,7 +241,7 @@ impl Deployment {
         self.topology.dir.join("gateway/befund.toml")
     }
 
-    fn write_gateway_config(&self) -> Result<PathBuf> {
+    fn write_gateway_config(&self, user: Option<&str>) -> Result<PathBuf> {
         let dir = self.topology.dir.join("gateway");
         std::fs::create_dir_all(&dir)?;
         let path = self.gateway_config();
@@ -211,6 +272,10 @@ secret_file = "{secret}"
 
 [log]
 audit = "{audit}"
+
+[runtime]
+pid_file = "{pid_file}"
+{user}
 "#,
             wan = topology::GATEWAY_WAN,
             wan6 = topology::GATEWAY_WAN6,
@@ -228,6 +293,8 @@ audit = "{audit}"
             port = BEFUNDSERVER_PORT,
             secret = pki.proxy_secret.display(),
             audit = dir.join("audit.jsonl").display(),
+            pid_file = self.gateway_pid_file().display(),
+            user = user.map(|u| format!("user = \"{u}\"")).unwrap_or_default(),
         );
         std::fs::write(&path, text)
             .with_context(|| format!("failed to write {}", path.display()))?;

@@ -196,6 +196,19 @@ impl Topology {
         Ok(())
     }
 
+    /// Kills the process started as `name` and waits for it.
+    pub fn stop(&mut self, name: &str) -> Result<()> {
+        let index = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .with_context(|| format!("no process {name} runs"))?;
+        let (_, mut child) = self.children.remove(index);
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Where [`Topology::spawn`] writes a process's output.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
