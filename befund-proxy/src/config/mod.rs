@@ -317,7 +317,7 @@ mod parse_error_tests {
 }
 
 #[cfg(test)]
-mod tests {
+mod default_configuration_tests {
     use super::*;
 
     /// The appliance image ships this file as its commented default; the
