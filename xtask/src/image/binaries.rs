@@ -35,6 +35,17 @@ pub fn build(log: &mut RunLog, workspace: &Path) -> Result<Vec<PathBuf>> {
 /// Runs a cargo build or `test --no-run` command and returns the executables
 /// it produced, read from cargo's JSON messages; diagnostics go to stderr.
 pub fn cargo_executables(cmd: &mut Command) -> Result<Vec<PathBuf>> {
+    cargo_artifacts(cmd, executable_of)
+}
+
+/// Runs `cargo test --no-run` and returns only the test harnesses it built
+/// (cargo also builds, and reports, the package's binaries for its
+/// integration tests), each with its target's name.
+pub fn cargo_test_executables(cmd: &mut Command) -> Result<Vec<(String, PathBuf)>> {
+    cargo_artifacts(cmd, test_executable_of)
+}
+
+fn cargo_artifacts<T>(cmd: &mut Command, pick: fn(&str) -> Option<T>) -> Result<Vec<T>> {
     cmd.arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped());
     eprintln!("+ {}", crate::command::render(cmd));
@@ -43,8 +54,8 @@ pub fn cargo_executables(cmd: &mut Command) -> Result<Vec<PathBuf>> {
     let mut executables = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.context("failed to read cargo's output")?;
-        if let Some(path) = executable_of(&line) {
-            executables.push(path);
+        if let Some(picked) = pick(&line) {
+            executables.push(picked);
         }
     }
     let status = child.wait().context("failed to wait for cargo")?;
@@ -62,6 +73,18 @@ fn executable_of(message: &str) -> Option<PathBuf> {
     value.get("executable")?.as_str().map(PathBuf::from)
 }
 
+fn test_executable_of(message: &str) -> Option<(String, PathBuf)> {
+    let value: serde_json::Value = serde_json::from_str(message).ok()?;
+    if value.get("reason")?.as_str()? != "compiler-artifact"
+        || !value.get("profile")?.get("test")?.as_bool()?
+    {
+        return None;
+    }
+    let name = value.get("target")?.get("name")?.as_str()?.to_owned();
+    let path = value.get("executable")?.as_str().map(PathBuf::from)?;
+    Some((name, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +96,24 @@ mod tests {
             executable_of(message),
             Some(PathBuf::from("/t/release/befundctl"))
         );
+    }
+
+    #[test]
+    fn test_executables_are_the_harnesses_not_the_packages_binaries() {
+        let harness = r#"{"reason":"compiler-artifact","target":{"name":"xdp_fixtures"},
+            "profile":{"test":true},"executable":"/t/debug/deps/xdp_fixtures-0a1b"}"#
+            .replace('\n', "");
+        let binary = r#"{"reason":"compiler-artifact","target":{"name":"befundserver"},
+            "profile":{"test":false},"executable":"/t/debug/befundserver"}"#
+            .replace('\n', "");
+        assert_eq!(
+            test_executable_of(&harness),
+            Some((
+                "xdp_fixtures".to_owned(),
+                PathBuf::from("/t/debug/deps/xdp_fixtures-0a1b")
+            ))
+        );
+        assert_eq!(test_executable_of(&binary), None);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use self::{
 };
 use crate::{
     command::{output, workspace_root},
-    image::{self, binaries::cargo_executables, host_tools},
+    image::{self, binaries::cargo_test_executables, host_tools},
     runlog::{RunLog, seconds},
     setup::is_root,
 };
@@ -143,12 +143,7 @@ fn run_in(
     log.step("config drive", |log| {
         let tree = ConfigDrive::new(dir)?;
         plan.fill_config_drive(&tree, &topology)?;
-        for binary in &guest_tests {
-            let name = binary
-                .file_name()
-                .context("test binary without a file name")?
-                .to_string_lossy()
-                .into_owned();
+        for (name, binary) in &guest_tests {
             tree.copy(binary, &format!("selftest/bin/{name}"))?;
             tree.write(
                 &format!("selftest/bin/{name}.args"),
@@ -180,9 +175,8 @@ fn run_in(
             code,
         ));
     }
-    for binary in &guest_tests {
-        let name = binary.file_name().unwrap_or_default().to_string_lossy();
-        if !facts.binary_exits().iter().any(|(ran, _)| *ran == name) {
+    for (name, _) in &guest_tests {
+        if !facts.binary_exits().iter().any(|(ran, _)| ran == name) {
             checks.push(checks::check(
                 &format!("guest test {name} ran"),
                 "yes",
@@ -271,11 +265,19 @@ fn boot_and_probe(
     Ok((GuestFacts::parse(&vm.console()), client_checks))
 }
 
-/// The test binaries to copy into the guest.
-fn guest_tests(options: &Options) -> Result<Vec<PathBuf>> {
-    let mut binaries = options.guest_tests.clone();
+/// The test binaries to copy into the guest, with the names they get there.
+fn guest_tests(options: &Options) -> Result<Vec<(String, PathBuf)>> {
+    let mut binaries = Vec::new();
+    for binary in &options.guest_tests {
+        let name = binary
+            .file_name()
+            .with_context(|| format!("guest test {} has no file name", binary.display()))?
+            .to_string_lossy()
+            .into_owned();
+        binaries.push((name, binary.clone()));
+    }
     if options.xdp_fixtures {
-        let built = cargo_executables(
+        let built = cargo_test_executables(
             Command::new(env!("CARGO"))
                 .current_dir(workspace_root())
                 .args([
@@ -290,9 +292,12 @@ fn guest_tests(options: &Options) -> Result<Vec<PathBuf>> {
         .context(
             "failed to build the XDP packet-fixture tests (befund-tests --test xdp_fixtures)",
         )?;
+        if built.is_empty() {
+            bail!("cargo built no xdp_fixtures test harness");
+        }
         binaries.extend(built);
     }
-    for binary in &binaries {
+    for (_, binary) in &binaries {
         if !binary.is_file() {
             bail!("guest test binary {} does not exist", binary.display());
         }
