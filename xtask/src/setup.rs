@@ -23,7 +23,7 @@ pub const BUILD_PACKAGES: &[&str] = &[
 ];
 
 /// Packages the tests use as real peers and tools.
-pub const TEST_PACKAGES: &[&str] = &["iproute2", "curl", "openssl", "nmap", "tcpdump"];
+pub const TEST_PACKAGES: &[&str] = &["iproute2", "procps", "curl", "openssl", "nmap", "tcpdump"];
 
 /// bpf-linker, pinned: 0.13.0 is the release that builds against LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
