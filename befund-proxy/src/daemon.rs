@@ -2,7 +2,8 @@
 //!
 //! Start-up order matters for failing closed:
 //!
-//! 1. read and validate the configuration, take the pid file;
+//! 1. read and validate the configuration (the admin address must not be
+//!    on the WAN interface), take the pid file;
 //! 2. load the server certificate, the client CA bundle, the CRLs, the
 //!    upstream client, the identity secret and the audit log;
 //! 3. attach the XDP filter (or swap the program inside the filter an earlier
@@ -121,11 +122,11 @@ struct Parts {
 /// daemon keeps running with the previous state.
 pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
     let pid_file = PidFile::acquire(&config.runtime.pid_file)?;
+    refuse_admin_on_wan(&config)?;
     let proxy = Proxy::load(&config)?;
     let (firewall, report) = Firewall::start(&config.firewall)?;
     log_firewall(&config, &report);
     let filter = filter_check(&config)?;
-    refuse_admin_on_wan(&config)?;
 
     let bound = proxy.bind()?;
     let admin_addr = config.admin.listen;
