@@ -7,6 +7,7 @@ use crate::{
     flows,
     frame::{self, Frame},
     headers::{ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, TCP_ACK, TCP_SYN},
+    keys::FlowWords,
     parse::{Packet, Unparseable},
     transport::{self, Transport},
 };
@@ -41,8 +42,9 @@ pub fn try_befund_egress(ctx: &TcContext) -> Result<(), Unparseable> {
     } else {
         ICMP_ECHO_REQUEST
     };
-    let flow =
-        |remote_port, local_port| flows::key(&ip.dst, &ip.src, remote_port, local_port, ip.proto);
+    let flow = |remote_port, local_port| {
+        FlowWords::new(&ip.dst, &ip.src, remote_port, local_port, ip.proto)
+    };
     match transport::parse(&pkt, &ip)? {
         Transport::Tcp {
             src_port,

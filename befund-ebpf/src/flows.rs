@@ -1,34 +1,15 @@
 //! Flows the gateway opened itself: recorded on egress, matched on ingress.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use befund_common::{FlowKey, FlowState};
+use befund_common::FlowState;
 
-use crate::maps::{AddrKey, FLOWS};
+use crate::{keys::FlowWords, maps::FLOWS};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// The key of a flow between the gateway's `local` end and a `remote` peer.
-#[inline(always)]
-pub fn key(
-    remote: &AddrKey,
-    local: &AddrKey,
-    remote_port: [u8; 2],
-    local_port: [u8; 2],
-    proto: u8,
-) -> FlowKey {
-    FlowKey {
-        remote: *remote.addr(),
-        local: *local.addr(),
-        remote_port,
-        local_port,
-        proto,
-        reserved: [0; 3],
-    }
-}
-
 /// Records an outbound packet of a flow the gateway opens, new or known.
 #[inline(always)]
-pub fn open(flow: &FlowKey) {
+pub fn open(flow: &FlowWords) {
     let state = FlowState {
         // SAFETY: the helper only reads the monotonic clock.
         last_outbound_ns: unsafe { bpf_ktime_get_ns() },
@@ -40,7 +21,7 @@ pub fn open(flow: &FlowKey) {
 
 /// Records an outbound packet of a flow only if the gateway opened it.
 #[inline(always)]
-pub fn refresh(flow: &FlowKey) {
+pub fn refresh(flow: &FlowWords) {
     if let Some(state) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: the pointer comes from a successful lookup and points to
         // the entry's value; the helper only reads the monotonic clock. A
@@ -51,7 +32,7 @@ pub fn refresh(flow: &FlowKey) {
 
 /// Whether the gateway sent a packet of `flow` less than `timeout_secs` ago.
 #[inline(always)]
-pub fn is_fresh(flow: &FlowKey, timeout_secs: u32) -> bool {
+pub fn is_fresh(flow: &FlowWords, timeout_secs: u32) -> bool {
     let Some(state) = FLOWS.get_ptr(flow) else {
         return false;
     };

@@ -90,8 +90,14 @@ mod tests {
             panic!("not parsed as IP");
         };
 
-        assert_eq!(ip.dst.addr()[10..], [0xff, 0xff, 192, 0, 2, 10]);
-        assert_eq!(ip.src.addr()[..10], [0; 10]);
+        assert_eq!(
+            *ip.dst.addr(),
+            crate::keys::ipv4_mapped_words(&[192, 0, 2, 10])
+        );
+        assert_eq!(
+            *ip.src.addr(),
+            crate::keys::ipv4_mapped_words(&[203, 0, 113, 5])
+        );
         assert_eq!((ip.proto, ip.l4, ip.end), (6, 34, 54));
         assert!(!ip.v6 && !ip.later_fragment);
     }

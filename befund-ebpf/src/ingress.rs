@@ -19,6 +19,7 @@ use crate::{
         ICMPV6_ND_LAST, ICMPV6_PACKET_TOO_BIG, ND_HOP_LIMIT, TCP_ACK, TCP_SYN,
     },
     ip::Ip,
+    keys::FlowWords,
     maps::{self, BLOCKLIST, PROTECTED},
     parse::{Packet, Unparseable},
     transport::{self, Transport},
@@ -182,6 +183,6 @@ fn is_reply(ip: &Ip, transport: &Transport, settings: &FilterSettings) -> bool {
         _ => return false,
     };
 
-    let flow = flows::key(&ip.src, &ip.dst, remote_port, local_port, ip.proto);
+    let flow = FlowWords::new(&ip.src, &ip.dst, remote_port, local_port, ip.proto);
     flows::is_fresh(&flow, timeout)
 }

@@ -7,7 +7,7 @@ use crate::{
         IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_ESP, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_NONE,
         IPPROTO_ROUTING, IPV4_OFFSET_MASK, IPV6_OFFSET_MASK, Ipv4Hdr, Ipv6ExtHdr, Ipv6Hdr,
     },
-    maps::AddrKey,
+    keys::{AddrKey, ipv4_mapped_words, ipv6_words},
     parse::{Packet, Unparseable},
 };
 
@@ -60,8 +60,8 @@ pub fn ipv4(pkt: &Packet<'_>, offset: usize) -> Result<Ip, Unparseable> {
 
     let fragment_offset = u16::from_be_bytes(hdr.frag_off) & IPV4_OFFSET_MASK;
     Ok(Ip {
-        src: AddrKey::new(ipv4_mapped(hdr.src)),
-        dst: AddrKey::new(ipv4_mapped(hdr.dst)),
+        src: AddrKey::new(ipv4_mapped_words(&hdr.src)),
+        dst: AddrKey::new(ipv4_mapped_words(&hdr.dst)),
         proto: hdr.proto,
         hop_limit: hdr.ttl,
         v6: false,
@@ -90,8 +90,8 @@ pub fn ipv6(pkt: &Packet<'_>, offset: usize) -> Result<Ip, Unparseable> {
     }
 
     let mut ip = Ip {
-        src: AddrKey::new(hdr.src),
-        dst: AddrKey::new(hdr.dst),
+        src: AddrKey::new(ipv6_words(&hdr.src)),
+        dst: AddrKey::new(ipv6_words(&hdr.dst)),
         proto: hdr.next_header,
         hop_limit: hdr.hop_limit,
         v6: true,
@@ -126,13 +126,6 @@ pub fn ipv6(pkt: &Packet<'_>, offset: usize) -> Result<Ip, Unparseable> {
         return Err(Unparseable);
     }
     Ok(ip)
-}
-
-/// `a.b.c.d` as `::ffff:a.b.c.d`.
-#[inline(always)]
-fn ipv4_mapped(v4: [u8; 4]) -> befund_common::Addr {
-    let [a, b, c, d] = v4;
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d]
 }
 
 #[inline(always)]

@@ -18,6 +18,7 @@ mod frame;
 mod headers;
 mod ingress;
 mod ip;
+mod keys;
 mod maps;
 mod parse;
 mod transport;

@@ -1,14 +1,17 @@
 //! The filter's maps, pinned by name so that the daemon and `befundctl` find
-//! them under the pin root (see [`befund_common::names`]).
+//! them under the pin root (see [`befund_common::names`]). Their keys are the
+//! word forms from [`crate::keys`] of the shared key types.
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use befund_common::{
-    Addr, AllowRuleKey, COUNTER_SLOTS, Counter, FilterSettings, FlowKey, FlowState,
-    MAX_ADDRESS_ENTRIES, MAX_ALLOW_RULES, MAX_FLOWS, names,
+    COUNTER_SLOTS, Counter, FilterSettings, FlowState, MAX_ADDRESS_ENTRIES, MAX_ALLOW_RULES,
+    MAX_FLOWS, names,
 };
+
+use crate::keys::{AddrKey, AddrWords, AllowKey, AllowWords, FlowWords};
 
 /// Global settings in slot 0.
 #[map(name = "BEFUND_SETTINGS")]
@@ -16,23 +19,23 @@ pub static SETTINGS: Array<FilterSettings> = Array::pinned(1, 0);
 
 /// The gateway's own addresses, value: `LOCAL_*` flags.
 #[map(name = "BEFUND_LOCAL")]
-pub static LOCAL_ADDRS: HashMap<Addr, u32> = HashMap::pinned(MAX_ADDRESS_ENTRIES, 0);
+pub static LOCAL_ADDRS: HashMap<AddrWords, u32> = HashMap::pinned(MAX_ADDRESS_ENTRIES, 0);
 
 /// Protected destinations, value: counter slot.
 #[map(name = "BEFUND_PROTECT")]
-pub static PROTECTED: LpmTrie<Addr, u32> = LpmTrie::pinned(MAX_ADDRESS_ENTRIES, 0);
+pub static PROTECTED: LpmTrie<AddrWords, u32> = LpmTrie::pinned(MAX_ADDRESS_ENTRIES, 0);
 
 /// Blocked sources, value: counter slot.
 #[map(name = "BEFUND_BLOCK")]
-pub static BLOCKLIST: LpmTrie<Addr, u32> = LpmTrie::pinned(MAX_ADDRESS_ENTRIES, 0);
+pub static BLOCKLIST: LpmTrie<AddrWords, u32> = LpmTrie::pinned(MAX_ADDRESS_ENTRIES, 0);
 
 /// Operator allow rules, value: counter slot.
 #[map(name = "BEFUND_ALLOW")]
-pub static ALLOW_RULES: LpmTrie<AllowRuleKey, u32> = LpmTrie::pinned(MAX_ALLOW_RULES, 0);
+pub static ALLOW_RULES: LpmTrie<AllowWords, u32> = LpmTrie::pinned(MAX_ALLOW_RULES, 0);
 
 /// Flows the gateway opened, written by the egress program.
 #[map(name = "BEFUND_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(MAX_FLOWS, 0);
+pub static FLOWS: LruHashMap<FlowWords, FlowState> = LruHashMap::pinned(MAX_FLOWS, 0);
 
 /// Packets and bytes per verdict slot and CPU.
 #[map(name = "BEFUND_COUNTERS")]
@@ -64,54 +67,18 @@ const fn same(a: &str, b: &str) -> bool {
     true
 }
 
-/// Full-length prefix of an [`Addr`] key.
-const ADDR_BITS: u32 = 128;
-
-/// An address as the key of a full-length lookup in the address tries;
-/// [`AddrKey::addr`] is the key of `LOCAL_ADDRS`.
-///
-/// Parsing writes each address once, into one of these; every lookup then
-/// takes it by reference. The alignment lets copies of it move words, not
-/// bytes.
-#[repr(C, align(8))]
-pub struct AddrKey {
-    key: Key<Addr>,
-}
-
-impl AddrKey {
-    /// The key of `addr`.
-    #[inline(always)]
-    pub fn new(addr: Addr) -> Self {
-        Self {
-            key: Key::new(ADDR_BITS, addr),
-        }
-    }
-
-    /// The address itself.
-    #[inline(always)]
-    pub fn addr(&self) -> &Addr {
-        &self.key.data
-    }
-}
-
 /// The counter slot of the longest prefix in `trie` that contains `addr`.
 #[inline(always)]
-pub fn slot_of_addr(trie: &LpmTrie<Addr, u32>, addr: &AddrKey) -> Option<u32> {
-    trie.get(&addr.key).copied()
+pub fn slot_of_addr(trie: &LpmTrie<AddrWords, u32>, addr: &AddrKey) -> Option<u32> {
+    trie.get(addr.as_trie_key()).copied()
 }
 
 /// The counter slot of the most specific allow rule for `proto`, destination
 /// `port` and `source`.
 #[inline(always)]
 pub fn slot_of_allow_rule(proto: u8, port: [u8; 2], source: &AddrKey) -> Option<u32> {
-    let rule = AllowRuleKey {
-        proto,
-        reserved: 0,
-        port,
-        source: *source.addr(),
-    };
-    let bits = befund_common::ALLOW_RULE_FIXED_BITS + ADDR_BITS;
-    ALLOW_RULES.get(Key::new(bits, rule)).copied()
+    let key = AllowKey::new(proto, port, source);
+    ALLOW_RULES.get(key.as_trie_key()).copied()
 }
 
 /// The `LOCAL_*` flags of `addr`, 0 when it is not one of the gateway's.

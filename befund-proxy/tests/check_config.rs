@@ -444,7 +444,7 @@ fn check_config_command_prints_ok_or_one_line_per_error() {
         .arg(&setup.config_path)
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(bad.status.code(), Some(78), "EX_CONFIG");
     let stderr = String::from_utf8_lossy(&bad.stderr);
     let errors: Vec<&str> = stderr
         .lines()
@@ -456,4 +456,27 @@ fn check_config_command_prints_ok_or_one_line_per_error() {
             && errors[1].contains("key `identity.secret_file`"),
         "{stderr}"
     );
+}
+
+#[test]
+fn run_with_an_unusable_file_exits_ex_config_with_one_line_and_attaches_nothing() {
+    let setup = Setup::new(&Options::default());
+    std::fs::write(setup.path("client-ca.pem"), "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_befund-proxy"))
+        .arg("run")
+        .arg("--config")
+        .arg(&setup.config_path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "EX_CONFIG: a restart cannot help"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("tls.client_ca"))
+        .collect();
+    assert_eq!(lines.len(), 1, "the error is printed once: {stderr}");
 }

@@ -11,7 +11,9 @@
 use std::{
     collections::BTreeMap,
     fs,
+    io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -169,8 +171,34 @@ impl Gateway {
             mode,
             starts: 0,
         };
+        gateway.issue_tls()?;
         gateway.write_config(extra_config)?;
         Ok(gateway)
+    }
+
+    /// The proxy needs a CA, a server certificate and the upstream secret to
+    /// start; these tests only look at the filter, so the proxy listens on
+    /// the gateway's loopback and its upstream is never contacted.
+    fn issue_tls(&self) -> Result<()> {
+        let befundctl = binary("befundctl")?;
+        let ca = self.dir.path().join("ca");
+        run(Command::new(&befundctl)
+            .args(["ca", "init", "--dir"])
+            .arg(&ca))?;
+        run(Command::new(&befundctl)
+            .args(["cert", "server", "--dir"])
+            .arg(&ca)
+            .args(["--dns", "gateway.test", "--out-dir"])
+            .arg(self.dir.path().join("server")))?;
+        let secret = run(Command::new("openssl").args(["rand", "-hex", "32"]))?;
+        let path = self.dir.path().join("proxy-secret");
+        let mut file = fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(String::from_utf8_lossy(&secret.stdout).trim().as_bytes())?;
+        Ok(())
     }
 
     /// Rewrites the configuration file with other extra lines.
@@ -183,11 +211,28 @@ impl Gateway {
              xdp_mode = \"{mode}\"\n\
              pin_root = \"{pins}\"\n\
              state_file = \"{state}\"\n\
-             {extra}\n",
+             {extra}\n\
+             \n\
+             [tls]\n\
+             listen = [\"127.0.0.1:8443\"]\n\
+             server_name = \"gateway.test\"\n\
+             certificate = \"{dir}/server/server-chain.pem\"\n\
+             private_key = \"{dir}/server/server.key\"\n\
+             client_ca = \"{dir}/ca/ca.crt\"\n\
+             \n\
+             [upstream]\n\
+             url = \"http://127.0.0.1:9\"\n\
+             \n\
+             [identity]\n\
+             secret_file = \"{dir}/proxy-secret\"\n\
+             \n\
+             [log]\n\
+             audit = \"{dir}/audit.log\"\n",
             iface = self.veth.b,
             mode = self.mode.config_value(),
             pins = self.pin_root().display(),
             state = self.state_file().display(),
+            dir = self.dir.path().display(),
         );
         fs::write(self.config_path(), text)?;
         Ok(())

@@ -294,7 +294,13 @@ impl LoadedFilter {
         let mut map: HashMap<&mut MapData, FlowKey, FlowState> = self.map_mut(names::FLOWS)?;
         for (key, state) in flows {
             let aged = FlowState {
-                last_outbound_ns: state.last_outbound_ns.saturating_sub(by),
+                last_outbound_ns: state.last_outbound_ns.checked_sub(by).with_context(|| {
+                    format!(
+                        "cannot age a flow by {by} ns: the monotonic clock started only {} ns \
+                         before its last packet",
+                        state.last_outbound_ns
+                    )
+                })?,
             };
             map.insert(key, aged, 0).context("failed to age a flow")?;
         }

@@ -5,8 +5,11 @@
 mod bench;
 mod command;
 mod demo;
+mod image;
+mod runlog;
 mod setup;
 mod test;
+mod vm_test;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +32,12 @@ enum Task {
     Test(test::Options),
     /// Measure performance (needs root), e.g. `cargo xtask bench xdp`.
     Bench(bench::Options),
+    /// Build the appliance's disk image (Debian 12, UEFI, qcow2) in
+    /// target/image. Needs root.
+    Image(image::Options),
+    /// Boot the appliance image under QEMU between a client and a lab
+    /// namespace and check it from both sides. Needs root.
+    VmTest(vm_test::Options),
 }
 
 fn main() {
@@ -38,6 +47,8 @@ fn main() {
         Task::Demo(options) => demo::run(options),
         Task::Test(options) => test::run(options),
         Task::Bench(options) => bench::run(options),
+        Task::Image(options) => image::run(&options),
+        Task::VmTest(options) => vm_test::run(options),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");

@@ -74,12 +74,12 @@ pub fn install_packages(packages: &[&str]) -> Result<()> {
     )
 }
 
-fn package_installed(package: &str) -> bool {
+pub fn package_installed(package: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
         .is_ok_and(|status| status.contains("install ok installed"))
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
 }
 

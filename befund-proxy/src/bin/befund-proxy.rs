@@ -61,13 +61,16 @@ fn run(path: &Path) -> ExitCode {
     }
     match daemon::run(path, config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(daemon::DaemonError::Config(e)) => {
-            tracing::error!(error = %e, "cannot start");
+        // A problem with the configuration or a file it names: a restart
+        // cannot help, so exit with EX_CONFIG (the unit does not restart on it).
+        Err(
+            daemon::DaemonError::Config(e)
+            | daemon::DaemonError::Proxy(befund_proxy::proxy::ProxyError::Config(e)),
+        ) => {
             eprintln!("befund-proxy: {e}");
             ExitCode::from(EX_CONFIG)
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot start");
             eprintln!("befund-proxy: {e}");
             ExitCode::FAILURE
         }

@@ -213,6 +213,13 @@ pub enum CaError {
     )]
     PasswordEmpty { path: PathBuf },
 
+    /// The PKCS#12 password is too short.
+    #[error(
+        "the password in {} is too short: use at least {min} characters (e.g. `openssl rand -base64 15`)",
+        path.display()
+    )]
+    PasswordTooShort { path: PathBuf, min: usize },
+
     /// The PKCS#12 password file has more than one line.
     #[error(
         "password file {} has more than one line: write only the password",

@@ -35,6 +35,11 @@ pub enum Pkcs12Mode {
     Legacy,
 }
 
+/// Shortest transport password accepted. The file travels to the
+/// physician's machine; a short password falls to an offline guess long
+/// before the PBKDF2 iterations matter.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+
 /// A PKCS#12 password. Its `Debug` output does not show it.
 pub struct Password(String);
 
@@ -62,6 +67,12 @@ impl Password {
         if text.contains(['\n', '\r']) {
             return Err(CaError::PasswordMultiLine {
                 path: path.to_owned(),
+            });
+        }
+        if text.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(CaError::PasswordTooShort {
+                path: path.to_owned(),
+                min: MIN_PASSWORD_CHARS,
             });
         }
         Ok(Self(text))
@@ -231,10 +242,22 @@ mod tests {
 
     #[test]
     fn one_trailing_newline_is_not_part_of_the_password() {
-        assert_eq!(password("s3cret\n").unwrap().expose(), "s3cret");
-        assert_eq!(password("s3cret\r\n").unwrap().expose(), "s3cret");
-        assert_eq!(password("s3cret").unwrap().expose(), "s3cret");
-        assert_eq!(password(" spaced ").unwrap().expose(), " spaced ");
+        assert_eq!(password("s3cret-pass\n").unwrap().expose(), "s3cret-pass");
+        assert_eq!(password("s3cret-pass\r\n").unwrap().expose(), "s3cret-pass");
+        assert_eq!(password("s3cret-pass").unwrap().expose(), "s3cret-pass");
+        assert_eq!(password(" spaced out ").unwrap().expose(), " spaced out ");
+    }
+
+    #[test]
+    fn short_password_is_refused() {
+        assert!(matches!(
+            password("x\n"),
+            Err(CaError::PasswordTooShort { .. })
+        ));
+        assert!(matches!(
+            password("123456789"),
+            Err(CaError::PasswordTooShort { .. })
+        ));
     }
 
     #[test]
@@ -251,7 +274,10 @@ mod tests {
 
     #[test]
     fn password_debug_output_hides_the_password() {
-        assert_eq!(format!("{:?}", password("s3cret").unwrap()), "Password(..)");
+        assert_eq!(
+            format!("{:?}", password("s3cret-pass").unwrap()),
+            "Password(..)"
+        );
     }
 
     #[test]

@@ -444,7 +444,7 @@ mod tests {
             key: CaKeyType::EcdsaP384,
             common_name: "Test CA".into(),
             organization: Some("Labor Test".into()),
-            days: 30,
+            days: 365,
         };
         CertificateAuthority::init(&CaDir::new(tmp.path().join("ca")), &options).unwrap()
     }
@@ -491,7 +491,7 @@ mod tests {
         let ca = test_ca(&tmp);
         let mut registry = ca.registry().unwrap();
         let mut request = server_request(false);
-        request.days = 31;
+        request.days = 366;
 
         let err = issue_server(&ca, &mut registry, &request).unwrap_err();
 

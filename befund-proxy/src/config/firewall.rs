@@ -222,13 +222,28 @@ fn is_interface_name(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
+/// Parses a file that holds only the `[firewall]` section, with the same
+/// validation and error messages as the whole configuration.
+#[cfg(test)]
+pub(crate) fn parse_section(path: &Path, text: &str) -> Result<FirewallConfig, ConfigError> {
+    #[derive(Deserialize)]
+    struct Only {
+        firewall: FirewallConfig,
+    }
+    let only: Only = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    only.firewall.validate(path)?;
+    Ok(only.firewall)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn parse(text: &str) -> Result<FirewallConfig, ConfigError> {
-        Config::parse(Path::new("/etc/befund/befund.toml"), text).map(|c| c.firewall)
+        parse_section(Path::new("/etc/befund/befund.toml"), text)
     }
 
     fn invalid_key(err: ConfigError) -> String {

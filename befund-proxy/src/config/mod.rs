@@ -117,7 +117,7 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: describe_parse_error(text, &e),
         })?;
         config.source = path.to_path_buf();
         config.validate(path)?;
@@ -221,5 +221,116 @@ secret_file = "/etc/befund/secret"
             running.restart_only_changes(&parse(&edited)),
             ["firewall.interface", "tls.listen", "[upstream]"]
         );
+    }
+}
+
+/// One line for a TOML or schema error: where (line, column, and the dotted
+/// key when the parser points at one), what, and what to do.
+fn describe_parse_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return format!("{message}; see the README's configuration sections");
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        // The span of a table that lacks a key may start at its header.
+        let header_line = text[before.len()..].lines().next().unwrap_or("");
+        let section = section_at(header_line).or_else(|| section_at(before));
+        return match section {
+            None => format!("the section [{field}] is missing; add it (see the README)"),
+            Some(section) => format!("[{section}]: key `{section}.{field}` is missing; add it"),
+        };
+    }
+    let key = key_at(text, before);
+    match key {
+        Some(key) => format!("line {line}, column {column}: key `{key}`: {message}"),
+        None => format!("line {line}, column {column}: {message}"),
+    }
+}
+
+/// The `[section]` header in force at the end of `before`.
+fn section_at(before: &str) -> Option<String> {
+    before.lines().rev().find_map(|line| {
+        let line = line.trim();
+        let name = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]"));
+        let name = name.or_else(|| line.strip_prefix('[').and_then(|l| l.strip_suffix(']')));
+        name.map(|n| n.trim().to_owned())
+    })
+}
+
+/// The dotted key of the `key = value` line the error points into.
+fn key_at(text: &str, before: &str) -> Option<String> {
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    Some(match section_at(before) {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod parse_error_tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        Config::parse(Path::new("/etc/befund/befund.toml"), text)
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn a_missing_section_is_named_in_one_line() {
+        let e = error("# nothing but a comment\n");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains("section [firewall] is missing"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_line_and_dotted_key() {
+        let e = error(
+            "[firewall]\ninterface = \"wan0\"\nproxy_addresses = [\"192.0.2.1\"]\nproxy_port = \"443\"\n",
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.starts_with("/etc/befund/befund.toml: line 4"), "{e}");
+        assert!(e.contains("key `firewall.proxy_port`"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_names_its_section() {
+        let e = error("[firewall]\ninterface = \"wan0\"\n");
+        assert!(
+            e.contains("key `firewall.proxy_addresses` is missing"),
+            "{e}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod default_configuration_tests {
+    use super::*;
+
+    /// The appliance image ships this file as its commented default; the
+    /// operator copies it to the config drive, so it must stay valid.
+    #[test]
+    fn the_appliance_images_default_configuration_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../images/config/befund.toml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = Config::parse(path, &text).unwrap();
+        assert_eq!(config.runtime.user.as_deref(), Some("befund"));
+        assert_eq!(config.tls.listen.len(), 1);
     }
 }

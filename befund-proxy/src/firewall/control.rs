@@ -41,6 +41,7 @@ pub fn add_rule(
     rule: Rule,
     comment: Option<String>,
 ) -> Result<Added, FirewallError> {
+    refuse_protecting_the_proxy(config, &rule)?;
     let lock = StateLock::acquire(&config.state_file)?;
     let mut maps = FilterMaps::open(&config.pin_root)?;
     let mut state = lock.load()?;
@@ -67,6 +68,25 @@ pub fn add_rule(
     })
 }
 
+/// The same check the configuration file gets: a protected prefix must not
+/// contain an address the proxy serves on.
+fn refuse_protecting_the_proxy(config: &FirewallConfig, rule: &Rule) -> Result<(), FirewallError> {
+    let Rule::Protect { destination } = rule else {
+        return Ok(());
+    };
+    match config
+        .proxy_addresses
+        .iter()
+        .find(|addr| destination.contains(**addr))
+    {
+        Some(address) => Err(FirewallError::ProtectsProxy {
+            cidr: destination.to_string(),
+            address: *address,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Removes a rule that `befundctl` added.
 ///
 /// # Errors
@@ -74,6 +94,7 @@ pub fn add_rule(
 /// [`FirewallError::ConfigRule`] for a rule from the configuration file,
 /// [`FirewallError::NoSuchRule`] for an unknown one; map and state errors.
 pub fn remove_rule(config: &FirewallConfig, rule: Rule) -> Result<(), FirewallError> {
+    refuse_protecting_the_proxy(config, &rule)?;
     let lock = StateLock::acquire(&config.state_file)?;
     let mut maps = FilterMaps::open(&config.pin_root)?;
     let mut state = lock.load()?;
@@ -233,4 +254,46 @@ pub fn detach(config: &FirewallConfig) -> Result<Detached, FirewallError> {
         .flatten()
         .map(|i| i.name);
     attach::detach(&config.pin_root, interface.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::firewall::parse_section;
+
+    fn config() -> FirewallConfig {
+        parse_section(
+            Path::new("/etc/befund/befund.toml"),
+            "[firewall]\ninterface = \"wan0\"\nproxy_addresses = [\"198.51.100.1\", \"2001:db8::1\"]\n\
+             pin_root = \"/nonexistent/bpffs\"\nstate_file = \"/nonexistent/fw.json\"\n",
+        )
+        .expect("valid section")
+    }
+
+    #[test]
+    fn protecting_a_prefix_with_a_proxy_address_is_refused_before_touching_anything() {
+        for cidr in ["198.51.100.1", "198.51.0.0/16", "2001:db8::/32"] {
+            let rule = Rule::Protect {
+                destination: cidr.parse().expect("cidr"),
+            };
+            let err = add_rule(&config(), rule, None).expect_err("refused");
+            assert!(
+                matches!(err, FirewallError::ProtectsProxy { .. }),
+                "{cidr}: {err}"
+            );
+            assert!(err.to_string().contains("cut every client off"), "{err}");
+        }
+    }
+
+    #[test]
+    fn protecting_a_lab_host_passes_the_proxy_check() {
+        let rule = Rule::Protect {
+            destination: "10.20.0.5".parse().expect("cidr"),
+        };
+        // Gets past the check and fails only on the missing pin root.
+        let err = add_rule(&config(), rule, None).expect_err("no filter pinned here");
+        assert!(!matches!(err, FirewallError::ProtectsProxy { .. }), "{err}");
+    }
 }

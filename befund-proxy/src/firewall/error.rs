@@ -200,6 +200,17 @@ pub enum FirewallError {
         /// The rule.
         rule: String,
     },
+    /// A protect rule would cover one of the proxy's own addresses.
+    #[error(
+        "{cidr} contains the proxy address {address}; protecting it would cut every client off. \
+         Protect the lab hosts only (e.g. their /32), not the gateway's WAN prefix"
+    )]
+    ProtectsProxy {
+        /// The prefix asked for.
+        cidr: String,
+        /// The proxy address it covers.
+        address: std::net::IpAddr,
+    },
     /// The reload asked for something only a restart can do.
     #[error(
         "changing firewall.{key} needs a restart of befund-proxy; the running filter is unchanged"

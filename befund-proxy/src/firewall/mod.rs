@@ -451,13 +451,12 @@ mod tests {
 
     #[test]
     fn settings_carry_port_lockdown_and_timeouts_in_seconds() {
-        let config = crate::config::Config::parse(
+        let config = crate::config::firewall::parse_section(
             Path::new("t.toml"),
             "[firewall]\ninterface = \"wan0\"\nproxy_addresses = [\"192.0.2.10\"]\n\
              proxy_port = 8443\ntcp_flow_timeout = \"2m\"\nudp_flow_timeout = \"20s\"\n",
         )
-        .unwrap()
-        .firewall;
+        .unwrap();
         assert_eq!(
             settings(&config, true),
             FilterSettings {

@@ -254,7 +254,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::Config;
+    use crate::config::firewall::parse_section;
 
     fn allow(source: &str, protocol: Protocol, port: u16) -> AllowRule {
         AllowRule {
@@ -268,9 +268,7 @@ mod tests {
         let text = format!(
             "[firewall]\ninterface = \"wan0\"\nproxy_addresses = [\"192.0.2.10\"]\n{extra}"
         );
-        Config::parse(Path::new("test.toml"), &text)
-            .unwrap()
-            .firewall
+        parse_section(Path::new("test.toml"), &text).unwrap()
     }
 
     #[test]

@@ -296,6 +296,9 @@ fn is_builtin_identity_header(normalized: &str) -> bool {
     matches!(
         normalized,
         "client-cert" | "client-cert-chain" | "x-forwarded-client-cert" | "forwarded"
+        // Client-address headers that applications commonly trust as the
+        // peer's address; only the proxy says where a request came from.
+        | "x-real-ip" | "true-client-ip"
     ) || normalized.starts_with("x-client-")
         || normalized.starts_with("x-ssl-")
         || normalized.starts_with("x-forwarded-")
@@ -337,6 +340,9 @@ mod tests {
             "x_befund_proxy_auth",
             "x-remote-user",
             "x_remote_user",
+            "x-real-ip",
+            "X_Real_IP",
+            "true-client-ip",
         ] {
             assert!(
                 rules.is_stripped(&HeaderName::from_bytes(name.as_bytes()).unwrap()),

@@ -64,8 +64,14 @@ fn run(options: &Options, keep: bool) -> anyhow::Result<bool> {
 
     if keep {
         print_try_it(&deployment);
+        // A process that dies (or is killed to watch the filter fail
+        // closed) is reported, but the deployment stays until Ctrl-C.
+        let mut reported = false;
         while !interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            deployment.topology.check_alive()?;
+            if let (Err(e), false) = (deployment.topology.check_alive(), reported) {
+                eprintln!("\n{e:#}\nthe namespaces stay until Ctrl-C (the filter stays attached)");
+                reported = true;
+            }
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
         eprintln!("\nremoving namespaces and processes");
@@ -85,12 +91,14 @@ fn print_try_it(deployment: &Deployment) {
          ip netns exec {client} curl --resolve {SERVER_NAME}:443:{wan} --cacert {ca} \\\n      \
          --cert {cert} --key {key} \\\n      \
          --data-urlencode username={user} --data-urlencode password={password} \\\n      \
-         -c /tmp/befund-cookies https://{SERVER_NAME}/login\n  \
+         -c {dir}/cookies https://{SERVER_NAME}/login\n  \
          ip netns exec {client} curl --resolve {SERVER_NAME}:443:{wan} --cacert {ca} \\\n      \
-         --cert {cert} --key {key} -b /tmp/befund-cookies https://{SERVER_NAME}/reports\n  \
-         befundctl fw status --config {config}\n\n\
+         --cert {cert} --key {key} -b {dir}/cookies https://{SERVER_NAME}/reports\n  \
+         ip netns exec {gateway} {befundctl} fw status --config {config}\n\n\
          Logs: {dir}",
         client = t.client,
+        gateway = t.gateway,
+        befundctl = deployment.bin("befundctl").display(),
         wan = topology::GATEWAY_WAN,
         ca = deployment.pki.ca_cert.display(),
         cert = p.cert.display(),

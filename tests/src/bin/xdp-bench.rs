@@ -38,7 +38,7 @@ struct Args {
     /// Runs per measurement; the kernel reports their mean.
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
-    /// Measurements per path; the median is shown.
+    /// Measurements per path; the median and the fastest are shown.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Extra rules of each kind loaded besides the ones the paths hit.
@@ -135,9 +135,12 @@ fn configure(filter: &mut LoadedFilter, extra_rules: u32) -> Result<()> {
     Ok(())
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+/// Median and minimum of the samples, in nanoseconds. The minimum is the
+/// run least disturbed by other load on the machine.
+fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
-    samples[samples.len() / 2]
+    let ns = |d: Duration| d.as_nanos() as f64;
+    (ns(samples[samples.len() / 2]), ns(samples[0]))
 }
 
 fn mark(ns: f64, limit: f64) -> &'static str {
@@ -153,12 +156,13 @@ fn run(args: &Args) -> Result<()> {
     configure(&mut filter, args.extra_rules)?;
 
     println!(
-        "WAN filter cost per packet (BPF_PROG_TEST_RUN, {} runs x {} rounds, median)",
+        "WAN filter cost per packet (BPF_PROG_TEST_RUN, {} runs x {} rounds; \
+         median and fastest round; budget and goal judged on the median)",
         args.repeat, args.rounds
     );
     println!(
-        "{:<42} {:>8} {:>10}  {:>12}  {:>10}",
-        "path", "bytes", "ns/packet", "budget 67 ns", "goal 30 ns"
+        "{:<42} {:>6} {:>7} {:>7}  {:>12}  {:>10}",
+        "path", "bytes", "median", "min", "budget 67 ns", "goal 30 ns"
     );
     for path in paths() {
         let mut samples = Vec::with_capacity(args.rounds);
@@ -172,14 +176,15 @@ fn run(args: &Args) -> Result<()> {
             );
             samples.push(mean);
         }
-        let ns = median(samples).as_nanos() as f64;
+        let (median, min) = summary(samples);
         println!(
-            "{:<42} {:>8} {:>10.0}  {:>12}  {:>10}",
+            "{:<42} {:>6} {:>7.0} {:>7.0}  {:>12}  {:>10}",
             path.name,
             path.frame.len(),
-            ns,
-            mark(ns, BUDGET_NS),
-            mark(ns, GOAL_NS)
+            median,
+            min,
+            mark(median, BUDGET_NS),
+            mark(median, GOAL_NS)
         );
     }
     Ok(())

@@ -1,0 +1,259 @@
+//! The bench's printout: when and where it ran, the figures per scenario and
+//! proxy, the ratio ours/nginx beside the goals, and every single run.
+
+use std::{fmt::Write as _, process::Command};
+
+use super::{
+    load::{Outcome, Scenario},
+    servers::Proxy,
+};
+use crate::command::output;
+
+/// Keep-alive: befund-proxy should serve this many times nginx's requests per
+/// second, with a p99 latency no worse than nginx's.
+pub const KEEP_ALIVE_GOAL: f64 = 1.3;
+/// New handshake per request: this many times nginx's handshakes per second.
+pub const HANDSHAKE_GOAL: f64 = 1.2;
+
+/// The machine the bench ran on.
+pub struct Machine {
+    /// UTC date and time of the start.
+    pub date: String,
+    /// CPUs available to this process.
+    pub cpus: usize,
+    /// The CPU model from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// 1-minute load average at the start (other work on the machine).
+    pub load_at_start: String,
+}
+
+impl Machine {
+    /// Reads the date and the machine's description.
+    pub fn describe() -> Self {
+        let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+            .map(|d| d.trim().to_owned())
+            .unwrap_or_else(|_| "unknown date".into());
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| k.trim().to_owned())
+            .unwrap_or_default();
+        Self {
+            date,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            kernel,
+            load_at_start: load_average(),
+        }
+    }
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// One measured run.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Round number, from 1.
+    pub round: usize,
+    /// What was measured.
+    pub scenario: Scenario,
+    /// Against which proxy.
+    pub proxy: Proxy,
+    /// The figures.
+    pub outcome: Outcome,
+}
+
+/// Mean requests per second and mean p50/p99 of `proxy`'s runs in `scenario`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Figures {
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+/// The means over the rounds, or `None` without runs.
+pub fn figures(runs: &[Run], scenario: Scenario, proxy: Proxy) -> Option<Figures> {
+    let own: Vec<&Outcome> = runs
+        .iter()
+        .filter(|r| r.scenario == scenario && r.proxy == proxy)
+        .map(|r| &r.outcome)
+        .collect();
+    if own.is_empty() {
+        return None;
+    }
+    let n = own.len() as f64;
+    Some(Figures {
+        rps: own.iter().map(|o| o.rps).sum::<f64>() / n,
+        p50_ms: own.iter().map(|o| o.p50_ms).sum::<f64>() / n,
+        p99_ms: own.iter().map(|o| o.p99_ms).sum::<f64>() / n,
+    })
+}
+
+/// The goal line of a scenario, from both proxies' figures.
+pub fn verdict(scenario: Scenario, ours: Figures, nginx: Figures) -> String {
+    let ratio = ours.rps / nginx.rps;
+    match scenario {
+        Scenario::KeepAlive => {
+            let met = ratio >= KEEP_ALIVE_GOAL && ours.p99_ms <= nginx.p99_ms;
+            format!(
+                "goal: req/s >= {KEEP_ALIVE_GOAL:.1}x nginx with p99 no worse: {} \
+                 ({ratio:.2}x, p99 {:.2} vs {:.2} ms)",
+                met_or_not(met),
+                ours.p99_ms,
+                nginx.p99_ms
+            )
+        }
+        Scenario::Handshake => format!(
+            "goal: handshakes/s >= {HANDSHAKE_GOAL:.1}x nginx: {} ({ratio:.2}x)",
+            met_or_not(ratio >= HANDSHAKE_GOAL)
+        ),
+    }
+}
+
+fn met_or_not(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+/// The summary table with ratios and goals, then every run in order.
+pub fn render(runs: &[Run]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<27} {:<14} {:>10} {:>9} {:>9}",
+        "scenario", "proxy", "req/s", "p50 ms", "p99 ms"
+    );
+    for scenario in Scenario::BOTH {
+        let (Some(ours), Some(nginx)) = (
+            figures(runs, scenario, Proxy::Ours),
+            figures(runs, scenario, Proxy::Nginx),
+        ) else {
+            continue;
+        };
+        for (i, (proxy, f)) in [(Proxy::Ours, ours), (Proxy::Nginx, nginx)]
+            .into_iter()
+            .enumerate()
+        {
+            let label = if i == 0 { scenario.name() } else { "" };
+            let _ = writeln!(
+                out,
+                "{label:<27} {:<14} {:>10.0} {:>9.2} {:>9.2}",
+                proxy.name(),
+                f.rps,
+                f.p50_ms,
+                f.p99_ms
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<27} {:<14} {:>9.2}x {:>8.2}x {:>8.2}x",
+            "",
+            "ours/nginx",
+            ours.rps / nginx.rps,
+            ours.p50_ms / nginx.p50_ms,
+            ours.p99_ms / nginx.p99_ms
+        );
+        let _ = writeln!(out, "{:<27} {}", "", verdict(scenario, ours, nginx));
+    }
+    let _ = writeln!(out, "\nruns in the order they ran:");
+    for run in runs {
+        let o = &run.outcome;
+        let _ = writeln!(
+            out,
+            "  round {} {:<27} {:<14} {:>10.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} responses)",
+            run.round,
+            run.scenario.name(),
+            run.proxy.name(),
+            o.rps,
+            o.p50_ms,
+            o.p99_ms,
+            o.ok
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(scenario: Scenario, proxy: Proxy, rps: f64, p99_ms: f64) -> Run {
+        Run {
+            round: 1,
+            scenario,
+            proxy,
+            outcome: Outcome {
+                ok: 1000,
+                rps,
+                p50_ms: p99_ms / 2.0,
+                p99_ms,
+            },
+        }
+    }
+
+    #[test]
+    fn figures_are_means_over_the_rounds_of_one_proxy_and_scenario() {
+        let runs = [
+            run(Scenario::KeepAlive, Proxy::Ours, 1000.0, 4.0),
+            run(Scenario::KeepAlive, Proxy::Nginx, 500.0, 9.0),
+            run(Scenario::KeepAlive, Proxy::Ours, 3000.0, 6.0),
+            run(Scenario::Handshake, Proxy::Ours, 99.0, 99.0),
+        ];
+        let f = figures(&runs, Scenario::KeepAlive, Proxy::Ours).unwrap();
+        assert_eq!(f.rps, 2000.0);
+        assert_eq!(f.p99_ms, 5.0);
+        assert!(figures(&runs, Scenario::Handshake, Proxy::Nginx).is_none());
+    }
+
+    #[test]
+    fn keep_alive_goal_needs_both_throughput_and_tail_latency() {
+        let nginx = Figures {
+            rps: 1000.0,
+            p50_ms: 1.0,
+            p99_ms: 5.0,
+        };
+        let fast_but_spiky = Figures {
+            rps: 1400.0,
+            p50_ms: 1.0,
+            p99_ms: 6.0,
+        };
+        let fast_and_steady = Figures {
+            p99_ms: 4.0,
+            ..fast_but_spiky
+        };
+        assert!(verdict(Scenario::KeepAlive, fast_but_spiky, nginx).contains("NOT met"));
+        assert!(verdict(Scenario::KeepAlive, fast_and_steady, nginx).contains(": met"));
+    }
+
+    #[test]
+    fn handshake_goal_compares_rates_only() {
+        let nginx = Figures {
+            rps: 100.0,
+            p50_ms: 1.0,
+            p99_ms: 5.0,
+        };
+        let ours = Figures {
+            rps: 119.0,
+            p50_ms: 1.0,
+            p99_ms: 1.0,
+        };
+        assert!(verdict(Scenario::Handshake, ours, nginx).contains("NOT met (1.19x)"));
+    }
+}
