@@ -2,7 +2,8 @@
 //!
 //! Start-up order matters for failing closed:
 //!
-//! 1. read and validate the configuration, take the pid file;
+//! 1. read and validate the configuration (the admin address must not be
+//!    on the WAN interface), take the pid file;
 //! 2. load the server certificate, the client CA bundle, the CRLs, the
 //!    upstream client, the identity secret and the audit log;
 //! 3. attach the XDP filter (or swap the program inside the filter an earlier
@@ -31,7 +32,7 @@ use tokio::{
     sync::Notify,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     admin::{
@@ -109,7 +110,7 @@ struct Parts {
     filter: FilterCheck,
     bound: BoundProxy,
     admin: std::net::TcpListener,
-    _pid_file: PidFile,
+    _pid_file: Option<PidFile>,
 }
 
 /// Starts the daemon with `config` (read from `config_path`) and runs it until
@@ -120,12 +121,12 @@ struct Parts {
 /// A [`DaemonError`] from start-up. Errors during a reload are logged and the
 /// daemon keeps running with the previous state.
 pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
-    let pid_file = PidFile::acquire(&config.runtime.pid_file)?;
+    let pid_file = take_pid_file(&config)?;
+    refuse_admin_on_wan(&config)?;
     let proxy = Proxy::load(&config)?;
     let (firewall, report) = Firewall::start(&config.firewall)?;
     log_firewall(&config, &report);
     let filter = filter_check(&config)?;
-    refuse_admin_on_wan(&config)?;
 
     let bound = proxy.bind()?;
     let admin_addr = config.admin.listen;
@@ -158,6 +159,24 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
         _pid_file: pid_file,
     };
     runtime.block_on(serve(config_path, parts))
+}
+
+/// Takes the pid file. Another daemon holding it stops the start; a pid file
+/// that cannot be written (e.g. a read-only /run) only costs `befundctl
+/// reload` its way to the daemon, so the filter and proxy start anyway.
+fn take_pid_file(config: &Config) -> Result<Option<PidFile>, DaemonError> {
+    match PidFile::acquire(&config.runtime.pid_file) {
+        Ok(pid_file) => Ok(Some(pid_file)),
+        Err(e @ PidFileError::AlreadyRunning { .. }) => Err(e.into()),
+        Err(e) => {
+            warn!(
+                error = %e,
+                "running without a pid file: befundctl reload cannot find this daemon, send \
+                 SIGHUP instead (systemctl reload befund-proxy)"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Where the filter was attached, to check it for `/healthz`.

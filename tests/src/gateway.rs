@@ -227,7 +227,10 @@ impl Gateway {
              secret_file = \"{dir}/proxy-secret\"\n\
              \n\
              [log]\n\
-             audit = \"{dir}/audit.log\"\n",
+             audit = \"{dir}/audit.log\"\n\
+             \n\
+             [runtime]\n\
+             pid_file = \"{dir}/befund-proxy.pid\"\n",
             iface = self.veth.b,
             mode = self.mode.config_value(),
             pins = self.pin_root().display(),

@@ -500,6 +500,7 @@ fn metrics_parse_as_prometheus_text_with_the_expected_families() -> Result<()> {
     );
 
     let (status, text) = admin_get(&d, "/metrics")?;
+    println!("{text}");
     assert_eq!(status, 200);
     let scrape = parse_metrics(&text)?;
     let crl = d.pki.crl.display().to_string();

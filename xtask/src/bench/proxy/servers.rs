@@ -208,6 +208,9 @@ secret_file = "{secret}"
 
 [log]
 audit = "{audit}"
+
+[runtime]
+pid_file = "{pid_file}"
 "#,
         wan = lab::WAN_INTERFACE,
         ours = lab::OURS_ADDR,
@@ -223,6 +226,7 @@ audit = "{audit}"
         pool = UPSTREAM_POOL,
         secret = path_str(&pki.secret_file)?,
         audit = path_str(&Proxy::Ours.audit_log(lab))?,
+        pid_file = path_str(&lab.dir.join("befund-proxy.pid"))?,
     ))
 }
 
