@@ -16,6 +16,7 @@
 //! 2xx) or a server dies. Everything it started or created is removed at the
 //! end, after an error and on Ctrl-C too.
 
+mod cpu;
 mod interrupt;
 mod lab;
 mod load;
@@ -168,21 +169,19 @@ fn measure(
     servers::start_all(lab, &pki, &binaries.befund_proxy, workers)?;
     preflight::check(lab, &pki)?;
 
+    let driver = load::Driver {
+        oha: &tools.oha,
+        pki: &pki,
+        ticks_per_second: cpu::ticks_per_second()?,
+    };
     for proxy in Proxy::BOTH {
-        load::run(
-            lab,
-            &tools.oha,
-            &pki,
-            proxy,
-            Scenario::KeepAlive,
-            plan.warm_up,
-        )?;
+        driver.run(lab, proxy, Scenario::KeepAlive, plan.warm_up)?;
     }
     let mut runs = Vec::new();
     for round in 0..plan.rounds {
         for (i, scenario) in Scenario::BOTH.into_iter().enumerate() {
             for proxy in order(round + i) {
-                let outcome = load::run(lab, &tools.oha, &pki, proxy, scenario, plan.load)?;
+                let outcome = driver.run(lab, proxy, scenario, plan.load)?;
                 lab.check_alive()?;
                 runs.push(Run {
                     round: round + 1,
