@@ -54,6 +54,10 @@ pub struct Options {
     /// A smoke run for CI: 3 s per run, one round, 1 s warm-up.
     #[arg(long)]
     quick: bool,
+    /// Measure this befund-proxy binary instead of building one, e.g. a
+    /// saved earlier build, to compare two builds against the same nginx.
+    #[arg(long, value_name = "FILE")]
+    proxy_bin: Option<PathBuf>,
 }
 
 /// What to run, after `--quick` is applied.
@@ -98,11 +102,20 @@ pub fn run(options: &Options) -> Result<()> {
     }
     crate::setup::run()?;
     let tools = tools::install()?;
-    let binaries = build()?;
+    let mut binaries = build()?;
+    if let Some(bin) = &options.proxy_bin {
+        if !bin.is_file() {
+            bail!(
+                "{} is not a file; give a befund-proxy binary",
+                bin.display()
+            );
+        }
+        binaries.befund_proxy = bin.clone();
+    }
     interrupt::install()?;
 
     let machine = Machine::describe();
-    print_header(&machine, &tools, &plan);
+    print_header(&machine, &tools, &plan, &binaries);
     let mut lab = Lab::create()?;
     let result = measure(&mut lab, &binaries, &tools, &plan, machine.cpus);
     if result.is_err() {
@@ -136,14 +149,18 @@ fn build() -> Result<Binaries> {
     })
 }
 
-fn print_header(machine: &Machine, tools: &Tools, plan: &Plan) {
+fn print_header(machine: &Machine, tools: &Tools, plan: &Plan, binaries: &Binaries) {
     println!(
         "befund-proxy vs nginx, {}: {} CPUs ({}), kernel {}, load average {} at the start",
         machine.date, machine.cpus, machine.cpu_model, machine.kernel, machine.load_at_start
     );
     println!(
-        "{}; {}; befund-proxy release build with {} runtime threads, nginx with {} workers",
-        tools.oha_version, tools.nginx_version, machine.cpus, machine.cpus
+        "{}; {}; {} with {} runtime threads, nginx with {} workers",
+        tools.oha_version,
+        tools.nginx_version,
+        binaries.befund_proxy.display(),
+        machine.cpus,
+        machine.cpus
     );
     println!(
         "certificates: CA {}, server {}, client {}; no session resumption on either side",
