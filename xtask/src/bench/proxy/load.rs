@@ -98,9 +98,11 @@ impl Driver<'_> {
         );
 
         let cpu_before = cpu::tree_ticks(pid);
-        let json = run_registered(&mut cmd)?;
+        let json = run_registered(&mut cmd);
         let cpu_ticks = cpu::tree_ticks(pid).saturating_sub(cpu_before);
+        // A stop signal also ends oha; report the interruption, not oha.
         interrupt::check()?;
+        let json = json?;
 
         let summary = parse(&json).with_context(|| {
             format!(

@@ -118,7 +118,8 @@ pub fn run(options: &Options) -> Result<()> {
     print_header(&machine, &tools, &plan, &binaries);
     let mut lab = Lab::create()?;
     let result = measure(&mut lab, &binaries, &tools, &plan, machine.cpus);
-    if result.is_err() {
+    // After a failure the logs help; after Ctrl-C nobody asked for them.
+    if result.is_err() && !interrupt::interrupted() {
         lab.keep_dir();
     }
     drop(lab);
