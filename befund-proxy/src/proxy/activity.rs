@@ -11,6 +11,11 @@
 //!
 //! [`MonitoredIo`] reports bytes, the request service reports requests, and
 //! [`Activity::expired`] resolves when the current phase's deadline passes.
+//!
+//! The watchdog sleeps until the deadline it last computed and re-checks when
+//! it wakes. A change wakes it early only when it moves the deadline before
+//! that time, so the bytes and requests of a busy keep-alive connection (which
+//! only push the deadline later) cost no wake-up each.
 
 use std::io;
 use std::pin::Pin;
@@ -58,6 +63,8 @@ enum Phase {
 struct State {
     phase: Phase,
     last_io: Instant,
+    /// The time the watchdog sleeps until; never later than the deadline.
+    armed: Option<Instant>,
 }
 
 /// Shared between the connection's IO, its request service and its watchdog.
@@ -76,6 +83,7 @@ impl Activity {
             state: Mutex::new(State {
                 phase: Phase::ReadingHead { since: now },
                 last_io: now,
+                armed: None,
             }),
             changed: Notify::new(),
             deadlines,
@@ -90,31 +98,46 @@ impl Activity {
         f(&mut state)
     }
 
-    fn bytes_read(&self) {
-        let now = Instant::now();
-        let started_head = self.with_state(|s| {
-            s.last_io = now;
-            match s.phase {
-                Phase::Idle { .. } if self.deadlines.bytes_start_a_request => {
-                    s.phase = Phase::ReadingHead { since: now };
+    /// Applies a change of state, and wakes the watchdog if the change moved
+    /// the deadline before the time it sleeps until.
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let wake = self.with_state(|s| {
+            change(s);
+            let (deadline, _) = self.deadline_of(s);
+            match s.armed {
+                Some(armed) if deadline < armed => {
+                    s.armed = Some(deadline);
                     true
                 }
                 _ => false,
             }
         });
-        if started_head {
+        if wake {
             self.changed.notify_one();
         }
     }
 
+    fn bytes_read(&self) {
+        let now = Instant::now();
+        let starts_head = self.deadlines.bytes_start_a_request;
+        self.update(|s| {
+            s.last_io = now;
+            if starts_head && matches!(s.phase, Phase::Idle { .. }) {
+                s.phase = Phase::ReadingHead { since: now };
+            }
+        });
+    }
+
     fn bytes_written(&self) {
         let now = Instant::now();
+        // Only a busy connection's deadline depends on the last byte, and it
+        // moves later: no need to wake the watchdog.
         self.with_state(|s| s.last_io = now);
     }
 
     /// A request head arrived and is being handled.
     pub fn request_started(&self) {
-        self.with_state(|s| {
+        self.update(|s| {
             s.phase = match s.phase {
                 Phase::Busy { requests } => Phase::Busy {
                     requests: requests + 1,
@@ -122,13 +145,12 @@ impl Activity {
                 _ => Phase::Busy { requests: 1 },
             };
         });
-        self.changed.notify_one();
     }
 
     /// A response has been sent completely (or abandoned).
     pub fn request_finished(&self) {
         let now = Instant::now();
-        self.with_state(|s| {
+        self.update(|s| {
             s.phase = match s.phase {
                 Phase::Busy { requests } if requests > 1 => Phase::Busy {
                     requests: requests - 1,
@@ -136,32 +158,41 @@ impl Activity {
                 _ => Phase::Idle { since: now },
             };
         });
-        self.changed.notify_one();
     }
 
-    fn deadline(&self) -> (Instant, Expiry) {
+    fn deadline_of(&self, s: &State) -> (Instant, Expiry) {
         let d = &self.deadlines;
-        self.with_state(|s| match s.phase {
+        match s.phase {
             Phase::ReadingHead { since } => (since + d.header_read_timeout, Expiry::HeaderTimeout),
             Phase::Idle { since } => (since + d.idle_timeout, Expiry::Idle),
             Phase::Busy { .. } => (s.last_io + d.stall_timeout, Expiry::Stalled),
+        }
+    }
+
+    /// The current deadline, which the watchdog now sleeps until.
+    fn arm(&self) -> (Instant, Expiry) {
+        self.with_state(|s| {
+            let deadline = self.deadline_of(s);
+            s.armed = Some(deadline.0);
+            deadline
         })
     }
 
     /// Resolves once the current phase's deadline has passed.
     pub async fn expired(&self) -> Expiry {
+        let (mut deadline, _) = self.arm();
         loop {
-            let (deadline, _) = self.deadline();
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {
-                    // The phase may have changed just now; only expire if the
-                    // deadline still stands.
-                    let (current, current_expiry) = self.deadline();
+                    // The deadline may have moved since; expire only if the
+                    // current one has passed, otherwise sleep until it.
+                    let (current, expiry) = self.arm();
                     if current <= Instant::now() {
-                        return current_expiry;
+                        return expiry;
                     }
+                    deadline = current;
                 }
-                () = self.changed.notified() => {}
+                () = self.changed.notified() => deadline = self.arm().0,
             }
         }
     }
@@ -283,6 +314,38 @@ mod tests {
         let start = Instant::now();
         assert_eq!(watchdog.await.unwrap(), Expiry::HeaderTimeout);
         assert!(start.elapsed() <= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_finished_while_watched_expires_idle_on_time() {
+        let activity = Activity::new(deadlines());
+        activity.request_started();
+        let watchdog = {
+            let activity = activity.clone();
+            tokio::spawn(async move { activity.expired().await })
+        };
+        // The watchdog now sleeps until the stall deadline (90 s); the idle
+        // deadline (5 s + 60 s) is earlier and must wake it.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::Idle);
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_of_a_busy_connection_push_the_stall_deadline_later() {
+        let activity = Activity::new(deadlines());
+        activity.request_started();
+        let watchdog = {
+            let activity = activity.clone();
+            tokio::spawn(async move { activity.expired().await })
+        };
+        tokio::time::sleep(Duration::from_secs(80)).await;
+        activity.bytes_written();
+        let start = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::Stalled);
+        assert_eq!(start.elapsed(), Duration::from_secs(90));
     }
 
     #[tokio::test(start_paused = true)]

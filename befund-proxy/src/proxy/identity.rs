@@ -249,10 +249,10 @@ impl IdentityHeaders {
 
     /// Whether `name` is an identity header a client must not send through.
     pub fn is_stripped(&self, name: &HeaderName) -> bool {
-        let name = normalize(name.as_str());
-        is_builtin_identity_header(&name)
-            || name == normalize(self.secret_name.as_str())
-            || self.extra.contains(&name)
+        let name = name.as_str();
+        is_builtin_identity_header(name)
+            || same_name(name, self.secret_name.as_str())
+            || self.extra.iter().any(|extra| same_name(name, extra))
     }
 
     /// Removes every client-supplied identity header (all values of each).
@@ -292,16 +292,49 @@ fn normalize(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
-fn is_builtin_identity_header(normalized: &str) -> bool {
-    matches!(
-        normalized,
-        "client-cert" | "client-cert-chain" | "x-forwarded-client-cert" | "forwarded"
+/// A header name byte as compared: lower case, `_` read as `-`.
+fn normalized_byte(b: u8) -> u8 {
+    if b == b'_' {
+        b'-'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+/// Whether two header names are equal, case-insensitively and with `_`
+/// equal to `-` (without allocating: this runs for every request header).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| normalized_byte(x) == normalized_byte(y))
+}
+
+/// Whether header name `name` starts with `prefix`, compared as in [`same_name`].
+fn starts_with_name(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(x, y)| normalized_byte(x) == normalized_byte(y))
+}
+
+fn is_builtin_identity_header(name: &str) -> bool {
+    [
+        "client-cert",
+        "client-cert-chain",
+        "x-forwarded-client-cert",
+        "forwarded",
         // Client-address headers that applications commonly trust as the
         // peer's address; only the proxy says where a request came from.
-        | "x-real-ip" | "true-client-ip"
-    ) || normalized.starts_with("x-client-")
-        || normalized.starts_with("x-ssl-")
-        || normalized.starts_with("x-forwarded-")
+        "x-real-ip",
+        "true-client-ip",
+    ]
+    .iter()
+    .any(|exact| same_name(name, exact))
+        || ["x-client-", "x-ssl-", "x-forwarded-"]
+            .iter()
+            .any(|prefix| starts_with_name(name, prefix))
 }
 
 #[cfg(test)]

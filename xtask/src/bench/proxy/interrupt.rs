@@ -31,9 +31,14 @@ pub fn install() -> Result<()> {
     Ok(result?)
 }
 
+/// Whether a stop signal has arrived.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Fails once a stop signal has arrived.
 pub fn check() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if interrupted() {
         bail!("interrupted; stopping and cleaning up");
     }
     Ok(())

@@ -176,6 +176,14 @@ impl Lab {
         Ok(())
     }
 
+    /// The process id of the started process `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.services
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, child)| child.id())
+    }
+
     /// Where [`Lab::spawn`] writes a process's output.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))

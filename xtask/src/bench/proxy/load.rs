@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use super::{
-    interrupt,
+    cpu, interrupt,
     lab::Lab,
     pki::{Pki, SERVER_NAME, path_str},
     servers::Proxy,
@@ -64,59 +64,82 @@ pub struct Outcome {
     pub p50_ms: f64,
     /// 99th percentile latency, milliseconds.
     pub p99_ms: f64,
+    /// CPU time the proxy (all its threads or processes) used per
+    /// successful request, microseconds.
+    pub cpu_us: f64,
 }
 
-/// Drives `proxy` with `load` in `scenario`. Fails when any request failed:
-/// a TLS or connection error, a timeout or a status other than 2xx.
-pub fn run(
-    lab: &Lab,
-    oha: &Path,
-    pki: &Pki,
-    proxy: Proxy,
-    scenario: Scenario,
-    load: Load,
-) -> Result<Outcome> {
-    interrupt::check()?;
-    let target = proxy.addr();
-    let mut cmd = lab.command(&lab.client_ns, oha);
-    cmd.args(["--no-tui", "--output-format", "json", "--no-color"])
-        .args(["-z", &format!("{}s", load.seconds)])
-        // Requests still running at the deadline finish and are counted,
-        // instead of being reported as aborted.
-        .arg("-w")
-        .args(["-c", &load.connections.to_string()])
-        .args(["-t", "10s"])
-        .args(["--cacert", path_str(&pki.ca_cert)?])
-        .args(["--cert", path_str(&pki.client_cert)?])
-        .args(["--key", path_str(&pki.client_key)?])
-        .arg("--connect-to")
-        .arg(format!(
-            "{SERVER_NAME}:443:{}:{}",
-            target.ip(),
-            target.port()
-        ));
-    if scenario == Scenario::Handshake {
-        cmd.arg("--disable-keepalive");
-    }
-    cmd.arg(format!("https://{SERVER_NAME}{PATH}"));
+/// Runs oha against the proxies from the client namespace.
+pub struct Driver<'a> {
+    /// The load generator.
+    pub oha: &'a Path,
+    /// The client certificate and the CA.
+    pub pki: &'a Pki,
+    /// Unit of the CPU times read from /proc.
+    pub ticks_per_second: u64,
+}
 
-    eprintln!(
-        "bench: {} / {}: {} s, {} connections",
-        proxy.name(),
-        scenario.name(),
-        load.seconds,
-        load.connections
-    );
-    let json = run_registered(&mut cmd)?;
-    interrupt::check()?;
-    let outcome = parse(&json).with_context(|| {
-        format!(
-            "{} / {}: unexpected oha output",
+impl Driver<'_> {
+    /// Drives `proxy` with `load` in `scenario`. Fails when any request
+    /// failed: a TLS or connection error, a timeout or a status other than
+    /// 2xx.
+    pub fn run(&self, lab: &Lab, proxy: Proxy, scenario: Scenario, load: Load) -> Result<Outcome> {
+        interrupt::check()?;
+        let pid = lab
+            .pid(proxy.service())
+            .with_context(|| format!("{} is not running", proxy.name()))?;
+        let mut cmd = self.command(lab, proxy, scenario, load)?;
+        eprintln!(
+            "bench: {} / {}: {} s, {} connections",
             proxy.name(),
-            scenario.name()
-        )
-    })?;
-    outcome.into_result(proxy, scenario)
+            scenario.name(),
+            load.seconds,
+            load.connections
+        );
+
+        let cpu_before = cpu::tree_ticks(pid);
+        let json = run_registered(&mut cmd);
+        let cpu_ticks = cpu::tree_ticks(pid).saturating_sub(cpu_before);
+        // A stop signal also ends oha; report the interruption, not oha.
+        interrupt::check()?;
+        let json = json?;
+
+        let summary = parse(&json).with_context(|| {
+            format!(
+                "{} / {}: unexpected oha output",
+                proxy.name(),
+                scenario.name()
+            )
+        })?;
+        let cpu_seconds = cpu_ticks as f64 / self.ticks_per_second as f64;
+        summary.into_result(proxy, scenario, cpu_seconds)
+    }
+
+    fn command(&self, lab: &Lab, proxy: Proxy, scenario: Scenario, load: Load) -> Result<Command> {
+        let (pki, target) = (self.pki, proxy.addr());
+        let mut cmd = lab.command(&lab.client_ns, self.oha);
+        cmd.args(["--no-tui", "--output-format", "json", "--no-color"])
+            .args(["-z", &format!("{}s", load.seconds)])
+            // Requests still running at the deadline finish and are
+            // counted, instead of being reported as aborted.
+            .arg("-w")
+            .args(["-c", &load.connections.to_string()])
+            .args(["-t", "10s"])
+            .args(["--cacert", path_str(&pki.ca_cert)?])
+            .args(["--cert", path_str(&pki.client_cert)?])
+            .args(["--key", path_str(&pki.client_key)?])
+            .arg("--connect-to")
+            .arg(format!(
+                "{SERVER_NAME}:443:{}:{}",
+                target.ip(),
+                target.port()
+            ));
+        if scenario == Scenario::Handshake {
+            cmd.arg("--disable-keepalive");
+        }
+        cmd.arg(format!("https://{SERVER_NAME}{PATH}"));
+        Ok(cmd)
+    }
 }
 
 /// Runs `cmd` to completion with its id known to the interrupt handler, and
@@ -175,7 +198,7 @@ fn parse(json: &str) -> Result<Summary> {
 }
 
 impl Summary {
-    fn into_result(self, proxy: Proxy, scenario: Scenario) -> Result<Outcome> {
+    fn into_result(self, proxy: Proxy, scenario: Scenario, cpu_seconds: f64) -> Result<Outcome> {
         let ok: u64 = self
             .statuses
             .iter()
@@ -211,6 +234,7 @@ impl Summary {
             rps: ok as f64 / self.seconds,
             p50_ms: self.p50_ms,
             p99_ms: self.p99_ms,
+            cpu_us: cpu_seconds * 1e6 / ok as f64,
         })
     }
 }
@@ -227,12 +251,13 @@ mod tests {
     fn clean_run_yields_successful_requests_per_second_and_latency_in_ms() {
         let outcome = parse(CLEAN)
             .unwrap()
-            .into_result(Proxy::Ours, Scenario::KeepAlive)
+            .into_result(Proxy::Ours, Scenario::KeepAlive, 0.05)
             .unwrap();
         assert_eq!(outcome.ok, 100);
         assert!((outcome.rps - 50.0).abs() < 1e-9);
         assert!((outcome.p50_ms - 4.0).abs() < 1e-9);
         assert!((outcome.p99_ms - 12.0).abs() < 1e-9);
+        assert!((outcome.cpu_us - 500.0).abs() < 1e-9);
     }
 
     #[test]
@@ -243,7 +268,7 @@ mod tests {
             "errorDistribution":{"invalid peer certificate: UnknownIssuer":1}}"#;
         let err = parse(json)
             .unwrap()
-            .into_result(Proxy::Nginx, Scenario::Handshake)
+            .into_result(Proxy::Nginx, Scenario::Handshake, 1.0)
             .unwrap_err()
             .to_string();
         assert!(err.contains("1 × status 502"), "{err}");
@@ -262,7 +287,7 @@ mod tests {
         assert!(
             parse(json)
                 .unwrap()
-                .into_result(Proxy::Ours, Scenario::KeepAlive)
+                .into_result(Proxy::Ours, Scenario::KeepAlive, 1.0)
                 .is_err()
         );
     }

@@ -16,6 +16,7 @@
 //! 2xx) or a server dies. Everything it started or created is removed at the
 //! end, after an error and on Ctrl-C too.
 
+mod cpu;
 mod interrupt;
 mod lab;
 mod load;
@@ -53,6 +54,10 @@ pub struct Options {
     /// A smoke run for CI: 3 s per run, one round, 1 s warm-up.
     #[arg(long)]
     quick: bool,
+    /// Measure this befund-proxy binary instead of building one, e.g. a
+    /// saved earlier build, to compare two builds against the same nginx.
+    #[arg(long, value_name = "FILE")]
+    proxy_bin: Option<PathBuf>,
 }
 
 /// What to run, after `--quick` is applied.
@@ -97,14 +102,24 @@ pub fn run(options: &Options) -> Result<()> {
     }
     crate::setup::run()?;
     let tools = tools::install()?;
-    let binaries = build()?;
+    let mut binaries = build()?;
+    if let Some(bin) = &options.proxy_bin {
+        if !bin.is_file() {
+            bail!(
+                "{} is not a file; give a befund-proxy binary",
+                bin.display()
+            );
+        }
+        binaries.befund_proxy = bin.clone();
+    }
     interrupt::install()?;
 
     let machine = Machine::describe();
-    print_header(&machine, &tools, &plan);
+    print_header(&machine, &tools, &plan, &binaries);
     let mut lab = Lab::create()?;
     let result = measure(&mut lab, &binaries, &tools, &plan, machine.cpus);
-    if result.is_err() {
+    // After a failure the logs help; after Ctrl-C nobody asked for them.
+    if result.is_err() && !interrupt::interrupted() {
         lab.keep_dir();
     }
     drop(lab);
@@ -135,14 +150,18 @@ fn build() -> Result<Binaries> {
     })
 }
 
-fn print_header(machine: &Machine, tools: &Tools, plan: &Plan) {
+fn print_header(machine: &Machine, tools: &Tools, plan: &Plan, binaries: &Binaries) {
     println!(
         "befund-proxy vs nginx, {}: {} CPUs ({}), kernel {}, load average {} at the start",
         machine.date, machine.cpus, machine.cpu_model, machine.kernel, machine.load_at_start
     );
     println!(
-        "{}; {}; befund-proxy release build with {} runtime threads, nginx with {} workers",
-        tools.oha_version, tools.nginx_version, machine.cpus, machine.cpus
+        "{}; {}; {} with {} runtime threads, nginx with {} workers",
+        tools.oha_version,
+        tools.nginx_version,
+        binaries.befund_proxy.display(),
+        machine.cpus,
+        machine.cpus
     );
     println!(
         "certificates: CA {}, server {}, client {}; no session resumption on either side",
@@ -168,21 +187,19 @@ fn measure(
     servers::start_all(lab, &pki, &binaries.befund_proxy, workers)?;
     preflight::check(lab, &pki)?;
 
+    let driver = load::Driver {
+        oha: &tools.oha,
+        pki: &pki,
+        ticks_per_second: cpu::ticks_per_second()?,
+    };
     for proxy in Proxy::BOTH {
-        load::run(
-            lab,
-            &tools.oha,
-            &pki,
-            proxy,
-            Scenario::KeepAlive,
-            plan.warm_up,
-        )?;
+        driver.run(lab, proxy, Scenario::KeepAlive, plan.warm_up)?;
     }
     let mut runs = Vec::new();
     for round in 0..plan.rounds {
         for (i, scenario) in Scenario::BOTH.into_iter().enumerate() {
             for proxy in order(round + i) {
-                let outcome = load::run(lab, &tools.oha, &pki, proxy, scenario, plan.load)?;
+                let outcome = driver.run(lab, proxy, scenario, plan.load)?;
                 lab.check_alive()?;
                 runs.push(Run {
                     round: round + 1,

@@ -87,6 +87,8 @@ pub struct Figures {
     pub p50_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// The proxy's CPU time per request, µs.
+    pub cpu_us: f64,
 }
 
 /// The means over the rounds, or `None` without runs.
@@ -104,6 +106,7 @@ pub fn figures(runs: &[Run], scenario: Scenario, proxy: Proxy) -> Option<Figures
         rps: own.iter().map(|o| o.rps).sum::<f64>() / n,
         p50_ms: own.iter().map(|o| o.p50_ms).sum::<f64>() / n,
         p99_ms: own.iter().map(|o| o.p99_ms).sum::<f64>() / n,
+        cpu_us: own.iter().map(|o| o.cpu_us).sum::<f64>() / n,
     })
 }
 
@@ -137,8 +140,8 @@ pub fn render(runs: &[Run]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<27} {:<14} {:>10} {:>9} {:>9}",
-        "scenario", "proxy", "req/s", "p50 ms", "p99 ms"
+        "{:<27} {:<14} {:>10} {:>9} {:>9} {:>12}",
+        "scenario", "proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req"
     );
     for scenario in Scenario::BOTH {
         let (Some(ours), Some(nginx)) = (
@@ -154,36 +157,45 @@ pub fn render(runs: &[Run]) -> String {
             let label = if i == 0 { scenario.name() } else { "" };
             let _ = writeln!(
                 out,
-                "{label:<27} {:<14} {:>10.0} {:>9.2} {:>9.2}",
+                "{label:<27} {:<14} {:>10.0} {:>9.2} {:>9.2} {:>12.0}",
                 proxy.name(),
                 f.rps,
                 f.p50_ms,
-                f.p99_ms
+                f.p99_ms,
+                f.cpu_us
             );
         }
         let _ = writeln!(
             out,
-            "{:<27} {:<14} {:>9.2}x {:>8.2}x {:>8.2}x",
+            "{:<27} {:<14} {:>9.2}x {:>8.2}x {:>8.2}x {:>11.2}x",
             "",
             "ours/nginx",
             ours.rps / nginx.rps,
             ours.p50_ms / nginx.p50_ms,
-            ours.p99_ms / nginx.p99_ms
+            ours.p99_ms / nginx.p99_ms,
+            ours.cpu_us / nginx.cpu_us
         );
         let _ = writeln!(out, "{:<27} {}", "", verdict(scenario, ours, nginx));
     }
+    let _ = writeln!(
+        out,
+        "CPU µs/req: CPU time of the proxy's own threads or processes per request \
+         (without the upstream and the load generator)"
+    );
     let _ = writeln!(out, "\nruns in the order they ran:");
     for run in runs {
         let o = &run.outcome;
         let _ = writeln!(
             out,
-            "  round {} {:<27} {:<14} {:>10.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} responses)",
+            "  round {} {:<27} {:<14} {:>10.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  \
+             {:>6.0} CPU µs/req  ({} responses)",
             run.round,
             run.scenario.name(),
             run.proxy.name(),
             o.rps,
             o.p50_ms,
             o.p99_ms,
+            o.cpu_us,
             o.ok
         );
     }
@@ -204,6 +216,7 @@ mod tests {
                 rps,
                 p50_ms: p99_ms / 2.0,
                 p99_ms,
+                cpu_us: 100.0,
             },
         }
     }
@@ -228,11 +241,13 @@ mod tests {
             rps: 1000.0,
             p50_ms: 1.0,
             p99_ms: 5.0,
+            cpu_us: 100.0,
         };
         let fast_but_spiky = Figures {
             rps: 1400.0,
             p50_ms: 1.0,
             p99_ms: 6.0,
+            cpu_us: 100.0,
         };
         let fast_and_steady = Figures {
             p99_ms: 4.0,
@@ -248,11 +263,13 @@ mod tests {
             rps: 100.0,
             p50_ms: 1.0,
             p99_ms: 5.0,
+            cpu_us: 100.0,
         };
         let ours = Figures {
             rps: 119.0,
             p50_ms: 1.0,
             p99_ms: 1.0,
+            cpu_us: 100.0,
         };
         assert!(verdict(Scenario::Handshake, ours, nginx).contains("NOT met (1.19x)"));
     }

@@ -17,8 +17,11 @@ use super::{
     pki::{Pki, SERVER_NAME, path_str},
 };
 
-/// Idle connections each proxy keeps to the upstream (befund-proxy's default).
-const UPSTREAM_POOL: u32 = 32;
+/// Idle connections each proxy keeps to the upstream, in total: more than
+/// the load generator's connections, so neither proxy closes and reopens
+/// upstream connections while the load runs. nginx's `keepalive` counts per
+/// worker, so each of its workers gets an equal share.
+const UPSTREAM_POOL: u32 = 64;
 
 /// TLS 1.2 suites of befund-proxy, in its order, in OpenSSL's names.
 const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:\
@@ -43,6 +46,14 @@ impl Proxy {
 
     /// Short name for tables.
     pub fn name(self) -> &'static str {
+        match self {
+            Self::Ours => "befund-proxy",
+            Self::Nginx => "nginx",
+        }
+    }
+
+    /// The name it was started under in the [`Lab`].
+    pub fn service(self) -> &'static str {
         match self {
             Self::Ours => "befund-proxy",
             Self::Nginx => "nginx",
@@ -92,12 +103,12 @@ pub fn start_all(lab: &mut Lab, pki: &Pki, befund_proxy: &Path, workers: usize) 
     cmd.args(["run", "--config"])
         .arg(&ours_conf)
         .env("TOKIO_WORKER_THREADS", workers.to_string());
-    lab.spawn("befund-proxy", cmd)?;
+    lab.spawn(Proxy::Ours.service(), cmd)?;
     lab.wait_for_port("befund-proxy", &client, Proxy::Ours.addr())?;
 
     let nginx_conf = write(lab, "nginx.conf", &nginx_config(lab, pki, workers)?)?;
     let cmd = nginx_command(lab, &nginx_conf)?;
-    lab.spawn("nginx", cmd)?;
+    lab.spawn(Proxy::Nginx.service(), cmd)?;
     lab.wait_for_port("nginx", &client, Proxy::Nginx.addr())
 }
 
@@ -302,7 +313,7 @@ fn nginx_config(lab: &Lab, pki: &Pki, workers: usize) -> Result<String> {
         main = nginx_main(lab, "nginx", workers)?,
         temp = temp_paths(lab, "nginx")?,
         upstream = lab::UPSTREAM,
-        pool = UPSTREAM_POOL,
+        pool = (UPSTREAM_POOL / workers as u32).max(1),
         addr = lab::NGINX_ADDR,
         name = SERVER_NAME,
         server_chain = path_str(&pki.server_chain)?,
