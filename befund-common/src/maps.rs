@@ -17,6 +17,9 @@ pub mod names {
     /// LPM trie: operator allow rule over [`crate::AllowRuleKey`] to its
     /// counter slot (`u32`).
     pub const ALLOW_RULES: &str = "BEFUND_ALLOW";
+    /// Array of one entry: [`crate::AllowPorts`], the (protocol, port) pairs
+    /// that at least one allow rule opens.
+    pub const ALLOW_PORTS: &str = "BEFUND_ALLOW_PORTS";
     /// LRU hash map: flow opened by the gateway ([`crate::FlowKey`]) to
     /// [`crate::FlowState`], written by the egress program.
     pub const FLOWS: &str = "BEFUND_FLOWS";
@@ -45,16 +48,45 @@ pub const MAX_ALLOW_RULES: u32 = 512;
 /// (time, DNS, updates); the LRU evicts the oldest when it is full.
 pub const MAX_FLOWS: u32 = 16384;
 
-/// Flag in `LOCAL_ADDRS`: TCP to this address on the proxy port is admitted.
-pub const LOCAL_PROXY: u32 = 1;
 /// Flag in `LOCAL_ADDRS`: the gateway's own address; path-MTU ICMP addressed
-/// to it is admitted.
+/// to it is admitted. (The proxy's addresses are in [`FilterSettings`].)
 pub const LOCAL_GATEWAY: u32 = 2;
+
+/// Proxy addresses of each family that fit into [`FilterSettings`].
+pub const MAX_PROXY_ADDRESSES: usize = 4;
+
+/// Words of [`AllowPorts`]: one bit per destination port for TCP, then one
+/// per port for UDP.
+pub const ALLOW_PORT_WORDS: usize = 2 * 65536 / 64;
+
+/// One bit per (protocol, destination port) that at least one allow rule
+/// opens, in `u64` words: TCP ports first, then UDP ports; port `p` of a
+/// protocol is bit `p % 64` of that protocol's word `p / 64`. The filter
+/// searches the allow rules only for packets whose bit is set.
+pub type AllowPorts = [u64; ALLOW_PORT_WORDS];
+
+/// The word and the bit mask of `proto` (6 TCP, 17 UDP) to destination
+/// `port` (host byte order) in [`AllowPorts`]; `None` for any other
+/// protocol, which no allow rule can name.
+#[inline(always)]
+pub fn allow_port_bit(proto: u8, port: u16) -> Option<(usize, u64)> {
+    let base = match proto {
+        6 => 0,
+        17 => 65536 / 64,
+        _ => return None,
+    };
+    Some((base + usize::from(port / 64), 1 << (port % 64)))
+}
 
 /// Global settings of the filter, slot 0 of `SETTINGS`.
 ///
 /// All zero (the state before userspace writes it) admits nothing to the
-/// proxy: port 0 never matches. That is the fail-closed default.
+/// proxy: port 0 never matches, and no proxy address is listed. That is the
+/// fail-closed default.
+///
+/// The entry counts summarise the rule maps so that the filter skips a
+/// lookup that cannot match: it searches a map only while its count is not
+/// zero. Userspace rewrites them after every change to those maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FilterSettings {
@@ -70,6 +102,24 @@ pub struct FilterSettings {
     pub tcp_flow_timeout_secs: u32,
     /// The same for UDP and ICMP echo.
     pub udp_flow_timeout_secs: u32,
+    /// Entries in the `PROTECTED` map.
+    pub protected_entries: u32,
+    /// Entries in the `BLOCKLIST` map.
+    pub blocked_entries: u32,
+    /// Entries in the `ALLOW_RULES` map.
+    pub allow_entries: u32,
+    /// How many of `proxy_ipv4` are proxy addresses (at most
+    /// [`MAX_PROXY_ADDRESSES`]); the rest are zero.
+    pub proxy_ipv4_count: u16,
+    /// How many of `proxy_ipv6` are proxy addresses (at most
+    /// [`MAX_PROXY_ADDRESSES`]); the rest are zero.
+    pub proxy_ipv6_count: u16,
+    /// IPv4 addresses of the proxy, each its four bytes in network order
+    /// read as one native-endian word (`u32::from_ne_bytes(octets)`).
+    pub proxy_ipv4: [u32; MAX_PROXY_ADDRESSES],
+    /// IPv6 addresses of the proxy (never IPv4-mapped ones: those are
+    /// IPv4 addresses), each its 16 bytes as four such words.
+    pub proxy_ipv6: [[u32; 4]; MAX_PROXY_ADDRESSES],
 }
 
 /// Data part of an allow-rule LPM key: protocol and destination port are
@@ -147,8 +197,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn allow_port_bits_are_distinct_per_protocol_and_port() {
+        assert_eq!(allow_port_bit(6, 0), Some((0, 1)));
+        assert_eq!(allow_port_bit(6, 65), Some((1, 2)));
+        assert_eq!(allow_port_bit(17, 0), Some((1024, 1)));
+        assert_eq!(
+            allow_port_bit(17, 65535),
+            Some((ALLOW_PORT_WORDS - 1, 1 << 63))
+        );
+        assert_eq!(allow_port_bit(1, 22), None);
+    }
+
+    #[test]
     fn shared_types_have_no_padding() {
-        assert_eq!(size_of::<FilterSettings>(), 16);
+        assert_eq!(size_of::<FilterSettings>(), 112);
         assert_eq!(size_of::<AllowRuleKey>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowState>(), 8);

@@ -9,7 +9,7 @@ use crate::{
     headers::{ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, TCP_ACK, TCP_SYN},
     keys::FlowWords,
     parse::{Packet, Unparseable},
-    transport::{self, Transport},
+    transport::{self, Kind},
 };
 
 /// Records the flow of one outbound frame, if it opens or continues one.
@@ -45,21 +45,20 @@ pub fn try_befund_egress(ctx: &TcContext) -> Result<(), Unparseable> {
     let flow = |remote_port, local_port| {
         FlowWords::new(&ip.dst, &ip.src, remote_port, local_port, ip.proto)
     };
-    match transport::parse(&pkt, &ip)? {
-        Transport::Tcp {
-            src_port,
-            dst_port,
-            flags,
-        } => {
-            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+    let t = transport::parse(&pkt, &ip)?;
+    // For ICMP echo both ports are the identifier.
+    let (src_port, dst_port) = (t.src_port, t.dst_port);
+    match t.kind {
+        Kind::Tcp => {
+            if t.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 flows::open(&flow(dst_port, src_port));
             } else {
                 flows::refresh(&flow(dst_port, src_port));
             }
         }
-        Transport::Udp { src_port, dst_port } => flows::open(&flow(dst_port, src_port)),
-        Transport::Icmp { kind, id, .. } if kind == echo_request => flows::open(&flow(id, id)),
-        Transport::Icmp { .. } | Transport::Other => {}
+        Kind::Udp => flows::open(&flow(dst_port, src_port)),
+        Kind::Icmp if t.icmp_type == echo_request => flows::open(&flow(dst_port, src_port)),
+        Kind::Icmp | Kind::Other => {}
     }
     Ok(())
 }

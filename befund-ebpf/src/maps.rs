@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use befund_common::{
-    COUNTER_SLOTS, Counter, FilterSettings, FlowState, MAX_ADDRESS_ENTRIES, MAX_ALLOW_RULES,
-    MAX_FLOWS, names,
+    AllowPorts, COUNTER_SLOTS, Counter, FilterSettings, FlowState, MAX_ADDRESS_ENTRIES,
+    MAX_ALLOW_RULES, MAX_FLOWS, allow_port_bit, names,
 };
 
 use crate::keys::{AddrKey, AddrWords, AllowKey, AllowWords, FlowWords};
@@ -33,6 +33,10 @@ pub static BLOCKLIST: LpmTrie<AddrWords, u32> = LpmTrie::pinned(MAX_ADDRESS_ENTR
 #[map(name = "BEFUND_ALLOW")]
 pub static ALLOW_RULES: LpmTrie<AllowWords, u32> = LpmTrie::pinned(MAX_ALLOW_RULES, 0);
 
+/// The (protocol, port) pairs that at least one allow rule opens, in slot 0.
+#[map(name = "BEFUND_ALLOW_PORTS")]
+pub static ALLOW_PORTS: Array<AllowPorts> = Array::pinned(1, 0);
+
 /// Flows the gateway opened, written by the egress program.
 #[map(name = "BEFUND_FLOWS")]
 pub static FLOWS: LruHashMap<FlowWords, FlowState> = LruHashMap::pinned(MAX_FLOWS, 0);
@@ -48,6 +52,7 @@ const _: () = {
     assert!(same(names::PROTECTED, "BEFUND_PROTECT"));
     assert!(same(names::BLOCKLIST, "BEFUND_BLOCK"));
     assert!(same(names::ALLOW_RULES, "BEFUND_ALLOW"));
+    assert!(same(names::ALLOW_PORTS, "BEFUND_ALLOW_PORTS"));
     assert!(same(names::FLOWS, "BEFUND_FLOWS"));
     assert!(same(names::COUNTERS, "BEFUND_COUNTERS"));
 };
@@ -74,9 +79,20 @@ pub fn slot_of_addr(trie: &LpmTrie<AddrWords, u32>, addr: &AddrKey) -> Option<u3
 }
 
 /// The counter slot of the most specific allow rule for `proto`, destination
-/// `port` and `source`.
+/// `port` and `source`. The rules are searched only when one of them opens
+/// `proto` to `port` at all.
 #[inline(always)]
 pub fn slot_of_allow_rule(proto: u8, port: [u8; 2], source: &AddrKey) -> Option<u32> {
+    let (word, mask) = allow_port_bit(proto, u16::from_be_bytes(port))?;
+    // An array lookup is inlined by the kernel; `get` keeps the index
+    // checked for the verifier.
+    let opened = ALLOW_PORTS
+        .get(0)
+        .and_then(|ports| ports.get(word))
+        .is_some_and(|bits| bits & mask != 0);
+    if !opened {
+        return None;
+    }
     let key = AllowKey::new(proto, port, source);
     ALLOW_RULES.get(key.as_trie_key()).copied()
 }
@@ -93,10 +109,11 @@ pub fn local_flags(addr: &AddrKey) -> u32 {
     }
 }
 
-/// The settings in force, or the fail-closed defaults if none are written.
+/// The settings in force. All zero until userspace writes them; `None`
+/// only if the kernel could not find slot 0 of a one-slot array.
 #[inline(always)]
-pub fn settings() -> FilterSettings {
-    SETTINGS.get(0).copied().unwrap_or_default()
+pub fn settings() -> Option<&'static FilterSettings> {
+    SETTINGS.get(0)
 }
 
 /// Adds one packet of `bytes` to `slot` on this CPU.

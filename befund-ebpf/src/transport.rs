@@ -8,35 +8,51 @@ use crate::{
     parse::{Header, Packet, Unparseable},
 };
 
-/// The transport header of a packet, as far as the rules need it.
-pub enum Transport {
-    /// TCP, with ports in network byte order.
-    Tcp {
-        /// Source port.
-        src_port: [u8; 2],
-        /// Destination port.
-        dst_port: [u8; 2],
-        /// The flags byte (SYN, ACK, ...).
-        flags: u8,
-    },
-    /// UDP, with ports in network byte order.
-    Udp {
-        /// Source port.
-        src_port: [u8; 2],
-        /// Destination port.
-        dst_port: [u8; 2],
-    },
+/// The transport protocols the rules tell apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
     /// ICMP over IPv4 or ICMPv6 over IPv6.
-    Icmp {
-        /// Message type.
-        kind: u8,
-        /// Message code.
-        code: u8,
-        /// Echo identifier (meaningless for other messages).
-        id: [u8; 2],
-    },
+    Icmp,
     /// A protocol the rules do not look into.
     Other,
+}
+
+/// The transport header of a packet, as far as the rules need it.
+///
+/// A struct rather than an enum with fields: every field is set for every
+/// packet (zero where the protocol has no such field), so the compiler
+/// never computes with the undefined bytes of an inactive variant, which
+/// the verifier refuses to read.
+pub struct Transport {
+    /// The protocol.
+    pub kind: Kind,
+    /// TCP or UDP source port, network byte order; for ICMP the echo
+    /// identifier (meaningless for other messages).
+    pub src_port: [u8; 2],
+    /// TCP or UDP destination port, network byte order; for ICMP the echo
+    /// identifier, as in `src_port`.
+    pub dst_port: [u8; 2],
+    /// The TCP flags byte (SYN, ACK, ...).
+    pub flags: u8,
+    /// ICMP message type.
+    pub icmp_type: u8,
+    /// ICMP message code.
+    pub icmp_code: u8,
+}
+
+impl Transport {
+    const NONE: Self = Self {
+        kind: Kind::Other,
+        src_port: [0; 2],
+        dst_port: [0; 2],
+        flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+    };
 }
 
 /// Reads the transport header of `ip`, which must not be a later fragment.
@@ -51,28 +67,35 @@ pub fn parse(pkt: &Packet<'_>, ip: &Ip) -> Result<Transport, Unparseable> {
     match ip.proto {
         IPPROTO_TCP => {
             let tcp: &TcpHdr = within(pkt, ip)?;
-            Ok(Transport::Tcp {
+            Ok(Transport {
+                kind: Kind::Tcp,
                 src_port: tcp.src_port,
                 dst_port: tcp.dst_port,
                 flags: tcp.flags,
+                ..Transport::NONE
             })
         }
         IPPROTO_UDP => {
             let udp: &UdpHdr = within(pkt, ip)?;
-            Ok(Transport::Udp {
+            Ok(Transport {
+                kind: Kind::Udp,
                 src_port: udp.src_port,
                 dst_port: udp.dst_port,
+                ..Transport::NONE
             })
         }
         proto if proto == icmp_proto => {
             let icmp: &IcmpHdr = within(pkt, ip)?;
-            Ok(Transport::Icmp {
-                kind: icmp.kind,
-                code: icmp.code,
-                id: icmp.id,
+            Ok(Transport {
+                kind: Kind::Icmp,
+                src_port: icmp.id,
+                dst_port: icmp.id,
+                icmp_type: icmp.kind,
+                icmp_code: icmp.code,
+                ..Transport::NONE
             })
         }
-        _ => Ok(Transport::Other),
+        _ => Ok(Transport::NONE),
     }
 }
 

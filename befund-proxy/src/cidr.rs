@@ -120,6 +120,20 @@ pub fn mapped(addr: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The distinct addresses of `addrs` by family, in their order, as the
+/// filter compares them: an IPv4-mapped IPv6 address is an IPv4 address.
+pub fn split_proxy_addresses(addrs: &[IpAddr]) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for addr in addrs {
+        match unmapped(mapped(*addr)) {
+            IpAddr::V4(a) if !v4.contains(&a) => v4.push(a),
+            IpAddr::V6(a) if !v6.contains(&a) => v6.push(a),
+            _ => {}
+        }
+    }
+    (v4, v6)
+}
+
 /// The inverse of [`mapped`]: IPv4-mapped addresses come back as IPv4.
 pub fn unmapped(bytes: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(bytes);

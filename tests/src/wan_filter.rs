@@ -2,8 +2,11 @@
 //! with its maps at hand: frames go through it with `BPF_PROG_TEST_RUN`.
 //!
 //! The object declares its maps pinned by name. Each [`LoadedFilter`] mounts
-//! a private bpffs of its own for those pins and unmounts it when dropped, so
-//! tests never share maps with each other or with a running appliance.
+//! a private bpffs of its own for those pins (laid out as under the
+//! appliance's pin root) and unmounts it when dropped, so tests never share
+//! maps with each other or with a running appliance. Rules and settings are
+//! written with the daemon's own [`FilterMaps`], which keeps the filter's
+//! entry counts and allow-port bitmap in step with the rule maps.
 
 use std::{
     fs,
@@ -16,12 +19,15 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, MapData, PerCpuArray},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use befund_common::{
-    ALLOW_RULE_FIXED_BITS, Addr, AllowRuleKey, COUNTER_SLOTS, Counter, FilterSettings, FlowKey,
-    FlowState, names, programs,
+    Addr, COUNTER_SLOTS, Counter, FilterSettings, FlowKey, FlowState, names, programs,
+};
+use befund_proxy::{
+    cidr::Cidr,
+    firewall::{AllowRule, FilterMaps, Protocol, Rule},
 };
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -128,8 +134,11 @@ impl LoadedFilter {
     /// When the bpffs cannot be mounted or the kernel rejects a program.
     pub fn load() -> Result<Self> {
         let pins = BpffsMount::new()?;
+        let maps_dir = befund_proxy::firewall::maps::maps_dir(pins.path());
+        fs::create_dir(&maps_dir)
+            .with_context(|| format!("failed to create {}", maps_dir.display()))?;
         let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pins.path())
+            .default_map_pin_directory(&maps_dir)
             .load(befund_proxy::firewall::FILTER_OBJECT)
             .context("failed to load the filter object")?;
 
@@ -187,15 +196,40 @@ impl LoadedFilter {
         Ok(result.return_value)
     }
 
-    /// Writes the global settings.
+    /// The pin root of the filter's maps, as `firewall.pin_root` names it.
+    pub fn pin_root(&self) -> &Path {
+        self._pins.path()
+    }
+
+    /// The filter's maps as the daemon and `befundctl` open them.
+    ///
+    /// # Errors
+    ///
+    /// When a map cannot be opened.
+    pub fn maps(&self) -> Result<FilterMaps> {
+        FilterMaps::open(self.pin_root()).context("failed to open the pinned maps")
+    }
+
+    /// Writes the global settings (their entry counts are the maps').
     ///
     /// # Errors
     ///
     /// When the map update fails.
     pub fn set_settings(&mut self, settings: FilterSettings) -> Result<()> {
-        let mut map: Array<&mut MapData, FilterSettings> = self.map_mut(names::SETTINGS)?;
-        map.set(0, settings, 0)
+        self.maps()?
+            .set_settings(&settings)
             .context("failed to write the settings")
+    }
+
+    /// The settings in the map.
+    ///
+    /// # Errors
+    ///
+    /// When the map cannot be read.
+    pub fn settings(&self) -> Result<FilterSettings> {
+        self.maps()?
+            .settings()
+            .context("failed to read the settings")
     }
 
     /// Marks `ip` as one of the gateway's addresses with `LOCAL_*` `flags`.
@@ -217,7 +251,8 @@ impl LoadedFilter {
     ///
     /// When the map update fails.
     pub fn protect(&mut self, network: &str, slot: u32) -> Result<()> {
-        self.insert_addr_rule(names::PROTECTED, network, slot)
+        let destination = cidr(network)?;
+        self.insert_rule(Rule::Protect { destination }, slot)
     }
 
     /// Blocks the source `network`, counted in `slot`.
@@ -226,14 +261,30 @@ impl LoadedFilter {
     ///
     /// When the map update fails.
     pub fn block(&mut self, network: &str, slot: u32) -> Result<()> {
-        self.insert_addr_rule(names::BLOCKLIST, network, slot)
+        let source = cidr(network)?;
+        self.insert_rule(Rule::Block { source }, slot)
     }
 
-    fn insert_addr_rule(&mut self, name: &str, network: &str, slot: u32) -> Result<()> {
-        let (ip, len) = net(network);
-        let mut map: LpmTrie<&mut MapData, Addr, u32> = self.map_mut(name)?;
-        map.insert(&Key::new(map_prefix(ip, len), map_addr(ip)), slot, 0)
-            .with_context(|| format!("failed to insert {network} into {name}"))
+    /// Writes `rule` counted in `slot`, as `befundctl fw add` does.
+    ///
+    /// # Errors
+    ///
+    /// When the map update fails.
+    pub fn insert_rule(&mut self, rule: Rule, slot: u32) -> Result<()> {
+        self.maps()?
+            .insert_rule(&rule, slot)
+            .with_context(|| format!("failed to insert `{rule}`"))
+    }
+
+    /// Removes `rule`, as `befundctl fw remove` does.
+    ///
+    /// # Errors
+    ///
+    /// When the map update fails.
+    pub fn remove_rule(&mut self, rule: Rule) -> Result<()> {
+        self.maps()?
+            .remove_rule(&rule)
+            .with_context(|| format!("failed to remove `{rule}`"))
     }
 
     /// Allows `proto` to destination `port` from the source `network`,
@@ -243,17 +294,7 @@ impl LoadedFilter {
     ///
     /// When the map update fails.
     pub fn allow(&mut self, proto: u8, port: u16, network: &str, slot: u32) -> Result<()> {
-        let (ip, len) = net(network);
-        let rule = AllowRuleKey {
-            proto,
-            reserved: 0,
-            port: port.to_be_bytes(),
-            source: map_addr(ip),
-        };
-        let bits = ALLOW_RULE_FIXED_BITS + map_prefix(ip, len);
-        let mut map: LpmTrie<&mut MapData, AllowRuleKey, u32> = self.map_mut(names::ALLOW_RULES)?;
-        map.insert(&Key::new(bits, rule), slot, 0)
-            .context("failed to insert an allow rule")
+        self.insert_rule(allow_rule(proto, port, network)?, slot)
     }
 
     /// The recorded flows.
@@ -340,6 +381,35 @@ impl LoadedFilter {
             .with_context(|| format!("the filter object has no map {name}"))?;
         T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
     }
+}
+
+/// A network as [`net`] reads it.
+///
+/// # Errors
+///
+/// When the text is not a network without host bits.
+pub fn cidr(network: &str) -> Result<Cidr> {
+    network
+        .parse()
+        .with_context(|| format!("`{network}` is not a network"))
+}
+
+/// The allow rule for `proto` (6 or 17) to `port` from `network`.
+///
+/// # Errors
+///
+/// When the protocol, port or network cannot be a rule.
+pub fn allow_rule(proto: u8, port: u16, network: &str) -> Result<Rule> {
+    let protocol = match proto {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        other => bail!("no allow rule for IP protocol {other}"),
+    };
+    Ok(Rule::Allow(AllowRule {
+        source: cidr(network)?,
+        protocol,
+        port: std::num::NonZeroU16::new(port).context("port 0 cannot be allowed")?,
+    }))
 }
 
 fn program<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a aya::programs::Program> {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use befund_common::{
-    FIXED_SLOT_NAMES, FilterSettings, FlowKey, LOCAL_GATEWAY, LOCAL_PROXY, SLOT_ARP,
-    SLOT_DEFAULT_DROP, SLOT_FRAGMENT, SLOT_LOCKDOWN, SLOT_NEIGHBOUR_DISCOVERY, SLOT_PATH_MTU,
-    SLOT_PROXY, SLOT_REPLY, SLOT_UNPARSEABLE,
+    FIXED_SLOT_NAMES, FilterSettings, FlowKey, LOCAL_GATEWAY, SLOT_ARP, SLOT_DEFAULT_DROP,
+    SLOT_FRAGMENT, SLOT_LOCKDOWN, SLOT_NEIGHBOUR_DISCOVERY, SLOT_PATH_MTU, SLOT_PROXY, SLOT_REPLY,
+    SLOT_UNPARSEABLE,
 };
+use befund_proxy::firewall::set_proxy_addresses;
 use befund_tests::{
     frames::{
         self, ETH_LEN, IPPROTO_ESP, IPPROTO_NONE, Vlan, arp_request, echo, icmp, other_ether_type,
@@ -139,13 +140,16 @@ impl Row {
 }
 
 fn settings(lockdown: bool) -> FilterSettings {
-    FilterSettings {
+    let mut settings = FilterSettings {
         proxy_port: PROXY_PORT,
-        reserved: 0,
         lockdown: u32::from(lockdown),
         tcp_flow_timeout_secs: u32::try_from(TCP_FLOW_TIMEOUT.as_secs()).expect("fits"),
         udp_flow_timeout_secs: u32::try_from(UDP_FLOW_TIMEOUT.as_secs()).expect("fits"),
-    }
+        ..FilterSettings::default()
+    };
+    let proxy = [PROXY_V4, PROXY_V6].map(|a| a.parse().expect("fixture address"));
+    set_proxy_addresses(&mut settings, &proxy);
+    settings
 }
 
 /// The filter with the rules every row runs against.
@@ -153,8 +157,6 @@ fn configured_filter() -> Result<LoadedFilter> {
     let mut filter = LoadedFilter::load()
         .context("loading the WAN filter needs root; run the privileged tests as root")?;
     filter.set_settings(settings(false))?;
-    filter.add_local(PROXY_V4, LOCAL_PROXY)?;
-    filter.add_local(PROXY_V6, LOCAL_PROXY)?;
     filter.add_local(GATEWAY_V4, LOCAL_GATEWAY)?;
     filter.add_local(GATEWAY_V6, LOCAL_GATEWAY)?;
     filter.protect(PROTECTED_V4, SLOT_PROTECTED_V4)?;
@@ -347,6 +349,16 @@ fn ipv6_rows() -> Vec<Row> {
     };
     vec![
         passes("TCP 443 to proxy over IPv6", v6.clone(), SLOT_PROXY),
+        passes(
+            "IPv6 to the IPv4-mapped form of the IPv4 proxy address, TCP 443",
+            tcp(CLIENT_V6, 40000, "::ffff:192.0.2.10", PROXY_PORT).build(),
+            SLOT_PROXY,
+        ),
+        drops(
+            "IPv6 to the IPv4-mapped form of the gateway address, TCP 443",
+            tcp(CLIENT_V6, 40000, "::ffff:192.0.2.1", PROXY_PORT).build(),
+            SLOT_DEFAULT_DROP,
+        ),
         passes(
             "six IPv6 extension headers (hop-by-hop, options, routing, options, fragment, AH), TCP 443 to proxy",
             to_proxy_v6()
@@ -583,6 +595,16 @@ fn blocklist_and_allow_rows() -> Vec<Row> {
         drops(
             "IPv6 source, UDP 51820 (the any-source rule is IPv4 only)",
             udp(CLIENT_V6, 40000, GATEWAY_V6, WIREGUARD).build(),
+            SLOT_DEFAULT_DROP,
+        ),
+        drops(
+            "any IPv4 source, TCP 51820 (only UDP 51820 has a rule)",
+            tcp(CLIENT_V4, 40000, GATEWAY_V4, WIREGUARD).build(),
+            SLOT_DEFAULT_DROP,
+        ),
+        drops(
+            "admin network, UDP 22 from port 51820 (ports are matched as destinations)",
+            udp(ADMIN_V4, WIREGUARD, GATEWAY_V4, SSH).build(),
             SLOT_DEFAULT_DROP,
         ),
     ]

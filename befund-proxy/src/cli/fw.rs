@@ -6,7 +6,7 @@
 
 use std::{fmt::Write as _, num::NonZeroU16, path::PathBuf};
 
-use befund_common::{LOCAL_GATEWAY, LOCAL_PROXY};
+use befund_common::LOCAL_GATEWAY;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
         AllowRule, FirewallError, NamedCounter, Protocol, Rule,
         attach::XdpState,
         control::{self, Added, Status},
+        proxy_addresses,
     },
 };
 
@@ -267,10 +268,17 @@ fn format_status(config: &FirewallConfig, status: &Status) -> String {
         s.tcp_flow_timeout_secs, s.udp_flow_timeout_secs, status.flows
     );
 
+    let _ = writeln!(
+        out,
+        "rule entries:  {} protected, {} blocked, {} allow",
+        s.protected_entries, s.blocked_entries, s.allow_entries
+    );
+
+    let proxy = proxy_addresses(s);
     let _ = writeln!(out, "local addresses:");
     for (addr, flags) in &status.local {
         let mut roles = Vec::new();
-        if flags & LOCAL_PROXY != 0 {
+        if proxy.contains(addr) {
             roles.push("proxy");
         }
         if flags & LOCAL_GATEWAY != 0 {

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use befund_common::MAX_PROXY_ADDRESSES;
 use serde::{Deserialize, Deserializer};
 
 use super::ConfigError;
@@ -172,6 +173,19 @@ impl FirewallConfig {
                 "list at least one address on which the proxy serves HTTPS".into(),
             ));
         }
+        let (v4, v6) = crate::cidr::split_proxy_addresses(&self.proxy_addresses);
+        for (family, count) in [("IPv4", v4.len()), ("IPv6", v6.len())] {
+            if count > MAX_PROXY_ADDRESSES {
+                return Err(invalid(
+                    "proxy_addresses",
+                    format!(
+                        "{count} {family} addresses are listed, but the filter holds at most \
+                         {MAX_PROXY_ADDRESSES} of each family; list only the addresses on \
+                         which the proxy serves HTTPS"
+                    ),
+                ));
+            }
+        }
         for addr in &self.proxy_addresses {
             if let Some(cidr) = self.protected.iter().find(|c| c.contains(*addr)) {
                 return Err(invalid(
@@ -333,6 +347,30 @@ mod tests {
     fn protected_prefix_covering_the_proxy_is_rejected() {
         let err = parse(&format!("{MINIMAL}protected = [\"192.0.2.0/24\"]\n")).unwrap_err();
         assert_eq!(invalid_key(err), "firewall.protected");
+    }
+
+    #[test]
+    fn four_proxy_addresses_of_each_family_are_accepted_five_are_not() {
+        let list = |v4: u8, v6: u8| {
+            let v4 = (1..=v4).map(|i| format!("\"192.0.2.{i}\""));
+            let v6 = (1..=v6).map(|i| format!("\"2001:db8::{i}\""));
+            let all: Vec<String> = v4.chain(v6).collect();
+            format!(
+                "[firewall]\ninterface = \"wan0\"\nproxy_addresses = [{}]\n",
+                all.join(", ")
+            )
+        };
+        assert!(parse(&list(4, 4)).is_ok());
+        for (v4, v6) in [(5, 0), (0, 5)] {
+            let err = parse(&list(v4, v6)).unwrap_err();
+            assert_eq!(invalid_key(err), "firewall.proxy_addresses");
+        }
+        // A repeated address, or an IPv4 address also written IPv4-mapped,
+        // takes one place.
+        let repeated = "[firewall]\ninterface = \"wan0\"\nproxy_addresses = [\"192.0.2.1\", \
+                        \"192.0.2.1\", \"::ffff:192.0.2.1\", \"192.0.2.2\", \"192.0.2.3\", \
+                        \"192.0.2.4\"]\n";
+        assert!(parse(repeated).is_ok());
     }
 
     #[test]

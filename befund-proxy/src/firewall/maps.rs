@@ -8,7 +8,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use befund_common::{
-    Addr, AllowRuleKey, COUNTER_SLOTS, Counter, FilterSettings, FlowKey, FlowState, names,
+    ALLOW_PORT_WORDS, Addr, AllowPorts, AllowRuleKey, COUNTER_SLOTS, Counter, FilterSettings,
+    FlowKey, FlowState, allow_port_bit, names,
 };
 
 use super::{
@@ -17,12 +18,13 @@ use super::{
 };
 
 /// Every map the filter shares with userspace, in pin order.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 8] = [
     names::SETTINGS,
     names::LOCAL_ADDRS,
     names::PROTECTED,
     names::BLOCKLIST,
     names::ALLOW_RULES,
+    names::ALLOW_PORTS,
     names::FLOWS,
     names::COUNTERS,
 ];
@@ -49,12 +51,18 @@ pub struct SlotCounter {
 }
 
 /// The pinned maps.
+///
+/// Every change to the rule maps goes through [`FilterMaps::insert_rule`],
+/// [`FilterMaps::remove_rule`] or [`FilterMaps::sync_rules`], which then
+/// rewrite the summaries the filter uses to skip lookups that cannot match:
+/// the entry counts in the settings and the allow-port bitmap.
 pub struct FilterMaps {
     settings: Array<MapData, FilterSettings>,
     local: HashMap<MapData, Addr, u32>,
     protected: LpmTrie<MapData, Addr, u32>,
     blocklist: LpmTrie<MapData, Addr, u32>,
     allow: LpmTrie<MapData, AllowRuleKey, u32>,
+    allow_ports: Array<MapData, AllowPorts>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     counters: PerCpuArray<MapData, Counter>,
 }
@@ -96,6 +104,7 @@ impl FilterMaps {
             protected: open(pin_root, names::PROTECTED)?,
             blocklist: open(pin_root, names::BLOCKLIST)?,
             allow: open(pin_root, names::ALLOW_RULES)?,
+            allow_ports: open(pin_root, names::ALLOW_PORTS)?,
             flows: open(pin_root, names::FLOWS)?,
             counters: open(pin_root, names::COUNTERS)?,
         })
@@ -112,15 +121,54 @@ impl FilterMaps {
             .map_err(map_err("read", names::SETTINGS))
     }
 
-    /// Replaces the settings.
+    /// Replaces the settings. Their entry counts are always those of the
+    /// rule maps as they are now, whatever `settings` holds.
     ///
     /// # Errors
     ///
     /// The map error.
     pub fn set_settings(&mut self, settings: &FilterSettings) -> Result<(), FirewallError> {
+        let settings = FilterSettings {
+            protected_entries: entries(self.protected.keys(), names::PROTECTED)?,
+            blocked_entries: entries(self.blocklist.keys(), names::BLOCKLIST)?,
+            allow_entries: entries(self.allow.keys(), names::ALLOW_RULES)?,
+            ..*settings
+        };
         self.settings
             .set(0, settings, 0)
             .map_err(map_err("write", names::SETTINGS))
+    }
+
+    /// The allow-port bitmap.
+    ///
+    /// # Errors
+    ///
+    /// The map error.
+    pub fn allow_ports(&self) -> Result<Box<AllowPorts>, FirewallError> {
+        self.allow_ports
+            .get(&0, 0)
+            .map(Box::new)
+            .map_err(map_err("read", names::ALLOW_PORTS))
+    }
+
+    /// Rewrites the allow-port bitmap and the entry counts from the rule
+    /// maps. Called after each change to them: a rule takes effect only
+    /// once it is counted (and its port marked), and a count drops only
+    /// after its rule is gone, so a rule that stays is never skipped.
+    fn publish_rule_summary(&mut self) -> Result<(), FirewallError> {
+        let mut ports: Box<AllowPorts> = Box::new([0; ALLOW_PORT_WORDS]);
+        for key in self.allow.keys() {
+            let key = key.map_err(map_err("read", names::ALLOW_RULES))?;
+            let data = key.data();
+            if let Some((word, mask)) = allow_port_bit(data.proto, u16::from_be_bytes(data.port)) {
+                ports[word] |= mask;
+            }
+        }
+        self.allow_ports
+            .set(0, *ports, 0)
+            .map_err(map_err("write", names::ALLOW_PORTS))?;
+        let settings = self.settings()?;
+        self.set_settings(&settings)
     }
 
     /// Makes the local-address map hold exactly `wanted` (address → flags).
@@ -157,6 +205,11 @@ impl FilterMaps {
     ///
     /// The map error (e.g. the map is full).
     pub fn insert_rule(&mut self, rule: &Rule, slot: u32) -> Result<(), FirewallError> {
+        self.insert_rule_entry(rule, slot)?;
+        self.publish_rule_summary()
+    }
+
+    fn insert_rule_entry(&mut self, rule: &Rule, slot: u32) -> Result<(), FirewallError> {
         match rule {
             Rule::Protect { destination } => self
                 .protected
@@ -179,6 +232,11 @@ impl FilterMaps {
     ///
     /// The map error.
     pub fn remove_rule(&mut self, rule: &Rule) -> Result<(), FirewallError> {
+        self.remove_rule_entry(rule)?;
+        self.publish_rule_summary()
+    }
+
+    fn remove_rule_entry(&mut self, rule: &Rule) -> Result<(), FirewallError> {
         match rule {
             Rule::Protect { destination } => {
                 remove_ok(self.protected.remove(&address_key(destination)))
@@ -223,9 +281,11 @@ impl FilterMaps {
     /// The first map error.
     pub fn sync_rules(&mut self, wanted: &BTreeMap<Rule, u32>) -> Result<(), FirewallError> {
         for (rule, slot) in wanted {
-            self.insert_rule(rule, *slot)?;
+            self.insert_rule_entry(rule, *slot)?;
         }
-        self.remove_stale(wanted)
+        self.publish_rule_summary()?;
+        self.remove_stale(wanted)?;
+        self.publish_rule_summary()
     }
 
     fn remove_stale(&mut self, wanted: &BTreeMap<Rule, u32>) -> Result<(), FirewallError> {
@@ -323,6 +383,19 @@ impl FilterMaps {
     pub fn flow_count(&self) -> usize {
         self.flows.keys().filter(Result::is_ok).count()
     }
+}
+
+/// Number of keys in a map, as a settings field holds it.
+fn entries<K>(
+    keys: impl Iterator<Item = Result<K, MapError>>,
+    map: &'static str,
+) -> Result<u32, FirewallError> {
+    let mut count = 0u32;
+    for key in keys {
+        key.map_err(map_err("count the entries of", map))?;
+        count = count.saturating_add(1);
+    }
+    Ok(count)
 }
 
 /// Removing a key that is absent is fine.

@@ -23,7 +23,8 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use befund_common::{
-    COUNTER_SLOTS, FIXED_SLOT_NAMES, FilterSettings, LOCAL_GATEWAY, LOCAL_PROXY, programs,
+    COUNTER_SLOTS, FIXED_SLOT_NAMES, FilterSettings, LOCAL_GATEWAY, MAX_PROXY_ADDRESSES, names,
+    programs,
 };
 use tracing::{info, warn};
 
@@ -237,6 +238,7 @@ fn lookup_interface(name: &str) -> Result<Interface, FirewallError> {
 }
 
 fn load_object(pin_root: &Path) -> Result<Ebpf, FirewallError> {
+    unpin_outdated_settings(pin_root)?;
     let paths: Vec<_> = MAP_NAMES
         .iter()
         .map(|name| (*name, maps::map_path(pin_root, name)))
@@ -259,6 +261,40 @@ fn load_object(pin_root: &Path) -> Result<Ebpf, FirewallError> {
     load_program::<Xdp>(&mut object, programs::WAN_INGRESS)?;
     load_program::<SchedClassifier>(&mut object, programs::WAN_EGRESS)?;
     Ok(object)
+}
+
+/// A settings map pinned by a filter with another settings layout cannot
+/// serve this one (the kernel would reject the program); it is unpinned so
+/// that loading creates a new one, which [`apply`] then writes in full.
+fn unpin_outdated_settings(pin_root: &Path) -> Result<(), FirewallError> {
+    let path = maps::map_path(pin_root, names::SETTINGS);
+    if !path.exists() {
+        return Ok(());
+    }
+    let map_err = |operation| {
+        move |source| FirewallError::Map {
+            operation,
+            map: names::SETTINGS,
+            source: Box::new(source),
+        }
+    };
+    let data = aya::maps::MapData::from_pin(&path).map_err(map_err("open the pinned"))?;
+    let value_size = data
+        .info()
+        .map_err(map_err("inspect the pinned"))?
+        .value_size();
+    if usize::try_from(value_size).ok() == Some(std::mem::size_of::<FilterSettings>()) {
+        return Ok(());
+    }
+    info!(
+        path = %path.display(),
+        "replacing the pinned filter settings of an older layout"
+    );
+    std::fs::remove_file(&path).map_err(|source| FirewallError::PinRoot {
+        operation: "remove the outdated settings map",
+        path,
+        source,
+    })
 }
 
 trait Loadable {
@@ -375,28 +411,71 @@ fn write(maps: &mut FilterMaps, plan: &Plan) -> Result<Applied, FirewallError> {
     })
 }
 
-/// The local-address map: proxy addresses admit the proxy port, and every
-/// address of the gateway (proxy ones included) receives path-MTU messages.
+/// The local-address map: every address of the gateway, the proxy's
+/// included, receives path-MTU messages. (The proxy's addresses themselves
+/// are in the settings.)
 fn local_addresses(proxy: &[IpAddr], own: &[IpAddr]) -> BTreeMap<[u8; 16], u32> {
-    let mut local = BTreeMap::new();
-    for addr in own {
-        *local.entry(mapped(*addr)).or_insert(0) |= LOCAL_GATEWAY;
-    }
-    for addr in proxy {
-        *local.entry(mapped(*addr)).or_insert(0) |= LOCAL_PROXY | LOCAL_GATEWAY;
-    }
-    local
+    own.iter()
+        .chain(proxy)
+        .map(|addr| (mapped(*addr), LOCAL_GATEWAY))
+        .collect()
 }
 
+/// The settings for `config`; the entry counts are left to
+/// [`FilterMaps::set_settings`].
 fn settings(config: &FirewallConfig, lockdown: bool) -> FilterSettings {
     let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    FilterSettings {
+    let mut settings = FilterSettings {
         proxy_port: config.proxy_port,
-        reserved: 0,
         lockdown: u32::from(lockdown),
         tcp_flow_timeout_secs: secs(config.tcp_flow_timeout),
         udp_flow_timeout_secs: secs(config.udp_flow_timeout),
+        ..FilterSettings::default()
+    };
+    set_proxy_addresses(&mut settings, &config.proxy_addresses);
+    settings
+}
+
+/// The proxy addresses listed in `settings`, IPv4 first.
+pub fn proxy_addresses(settings: &FilterSettings) -> Vec<IpAddr> {
+    let v4 = settings
+        .proxy_ipv4
+        .iter()
+        .take(usize::from(settings.proxy_ipv4_count))
+        .map(|w| IpAddr::from(w.to_ne_bytes()));
+    let v6 = settings
+        .proxy_ipv6
+        .iter()
+        .take(usize::from(settings.proxy_ipv6_count))
+        .map(|words| {
+            let mut octets = [0u8; 16];
+            for (chunk, word) in octets.chunks_exact_mut(4).zip(words) {
+                chunk.copy_from_slice(&word.to_ne_bytes());
+            }
+            IpAddr::from(octets)
+        });
+    v4.chain(v6).collect()
+}
+
+/// Lists `proxy` in `settings` as the filter compares them: by family, an
+/// IPv4-mapped address as IPv4, each address once. Addresses beyond
+/// [`MAX_PROXY_ADDRESSES`] of a family are left out; the configuration's
+/// validation refuses them.
+pub fn set_proxy_addresses(settings: &mut FilterSettings, proxy: &[IpAddr]) {
+    let (v4, v6) = crate::cidr::split_proxy_addresses(proxy);
+    settings.proxy_ipv4 = [0; MAX_PROXY_ADDRESSES];
+    settings.proxy_ipv6 = [[0; 4]; MAX_PROXY_ADDRESSES];
+    for (slot, addr) in settings.proxy_ipv4.iter_mut().zip(&v4) {
+        *slot = u32::from_ne_bytes(addr.octets());
     }
+    for (slot, addr) in settings.proxy_ipv6.iter_mut().zip(&v6) {
+        let o = addr.octets();
+        let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+        *slot = [word(0), word(4), word(8), word(12)];
+    }
+    let count = |n: usize| u16::try_from(n.min(MAX_PROXY_ADDRESSES)).unwrap_or(0);
+    settings.proxy_ipv4_count = count(v4.len());
+    settings.proxy_ipv6_count = count(v6.len());
 }
 
 /// The fixed slots, every slot owned by a rule in the maps, and any other
@@ -440,11 +519,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proxy_addresses_are_local_proxy_and_gateway() {
+    fn proxy_addresses_are_gateway_addresses() {
         let proxy: IpAddr = "192.0.2.10".parse().unwrap();
         let own: IpAddr = "192.0.2.1".parse().unwrap();
         let local = local_addresses(&[proxy], &[own, proxy]);
-        assert_eq!(local[&mapped(proxy)], LOCAL_PROXY | LOCAL_GATEWAY);
+        assert_eq!(local[&mapped(proxy)], LOCAL_GATEWAY);
         assert_eq!(local[&mapped(own)], LOCAL_GATEWAY);
         assert_eq!(local.len(), 2);
     }
@@ -465,7 +544,43 @@ mod tests {
                 lockdown: 1,
                 tcp_flow_timeout_secs: 120,
                 udp_flow_timeout_secs: 20,
+                proxy_ipv4_count: 1,
+                proxy_ipv4: [u32::from_ne_bytes([192, 0, 2, 10]), 0, 0, 0],
+                ..FilterSettings::default()
             }
+        );
+    }
+
+    #[test]
+    fn settings_list_proxy_addresses_by_family_and_mapped_ones_as_ipv4() {
+        let config = crate::config::firewall::parse_section(
+            Path::new("t.toml"),
+            "[firewall]\ninterface = \"wan0\"\n\
+             proxy_addresses = [\"2001:db8::10\", \"::ffff:192.0.2.11\", \"192.0.2.10\"]\n",
+        )
+        .unwrap();
+        let s = settings(&config, false);
+        assert_eq!((s.proxy_ipv4_count, s.proxy_ipv6_count), (2, 1));
+        let listed: Vec<String> = proxy_addresses(&s)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(listed, ["192.0.2.11", "192.0.2.10", "2001:db8::10"]);
+        assert_eq!(
+            s.proxy_ipv4[..2],
+            [
+                u32::from_ne_bytes([192, 0, 2, 11]),
+                u32::from_ne_bytes([192, 0, 2, 10])
+            ]
+        );
+        assert_eq!(
+            s.proxy_ipv6[0],
+            [
+                u32::from_ne_bytes([0x20, 0x01, 0x0d, 0xb8]),
+                0,
+                0,
+                u32::from_ne_bytes([0, 0, 0, 0x10])
+            ]
         );
     }
 }

@@ -6,13 +6,14 @@
 //!
 //! Run through `cargo xtask bench xdp`.
 
-use std::{process::ExitCode, time::Duration};
+use std::{collections::BTreeMap, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
-use befund_common::{FilterSettings, LOCAL_GATEWAY, LOCAL_PROXY};
+use befund_common::{FilterSettings, LOCAL_GATEWAY};
+use befund_proxy::firewall::{Rule, set_proxy_addresses};
 use befund_tests::{
     frames::{Vlan, arp_request, tcp, with_ipv6_destination_options},
-    wan_filter::{LoadedFilter, XDP_DROP, XDP_PASS},
+    wan_filter::{LoadedFilter, XDP_DROP, XDP_PASS, allow_rule, cidr},
 };
 use clap::Parser;
 
@@ -113,26 +114,51 @@ fn paths() -> Vec<Path> {
 /// A rule set of the size a lab deploys: some protected hosts, a blocklist
 /// and a handful of admin rules, on top of the ones the paths hit.
 fn configure(filter: &mut LoadedFilter, extra_rules: u32) -> Result<()> {
-    filter.set_settings(FilterSettings {
+    let mut settings = FilterSettings {
         proxy_port: 443,
-        reserved: 0,
-        lockdown: 0,
         tcp_flow_timeout_secs: 120,
         udp_flow_timeout_secs: 30,
-    })?;
-    filter.add_local(PROXY_V4, LOCAL_PROXY)?;
-    filter.add_local(PROXY_V6, LOCAL_PROXY)?;
-    filter.add_local(GATEWAY_V4, LOCAL_GATEWAY)?;
-    filter.protect(PROTECTED_V4, 16)?;
-    filter.allow(6, 22, "198.51.100.0/24", 17)?;
+        ..FilterSettings::default()
+    };
+    set_proxy_addresses(&mut settings, &[PROXY_V4.parse()?, PROXY_V6.parse()?]);
+    filter.set_settings(settings)?;
+    for addr in [PROXY_V4, PROXY_V6, GATEWAY_V4] {
+        filter.add_local(addr, LOCAL_GATEWAY)?;
+    }
+
+    let mut rules = BTreeMap::new();
+    rules.insert(
+        Rule::Protect {
+            destination: cidr(PROTECTED_V4)?,
+        },
+        16,
+    );
+    rules.insert(allow_rule(6, 22, "198.51.100.0/24")?, 17);
     for i in 0..extra_rules {
         let (hi, lo) = (i / 256, i % 256);
-        filter.protect(&format!("10.{hi}.{lo}.0/24"), 18)?;
-        filter.allow(6, 22, &format!("100.{}.{lo}.0/24", 64 + hi), 19)?;
-        filter.block(&format!("198.{}.{lo}.16/28", 18 + hi), 20)?;
-        filter.block(&format!("2001:db8:dead:{i:x}::/64"), 21)?;
+        let protect = cidr(&format!("10.{hi}.{lo}.0/24"))?;
+        rules.insert(
+            Rule::Protect {
+                destination: protect,
+            },
+            18,
+        );
+        rules.insert(
+            allow_rule(6, 22, &format!("100.{}.{lo}.0/24", 64 + hi))?,
+            19,
+        );
+        for (source, slot) in [
+            (format!("198.{}.{lo}.16/28", 18 + hi), 20),
+            (format!("2001:db8:dead:{i:x}::/64"), 21),
+        ] {
+            let source = cidr(&source)?;
+            rules.insert(Rule::Block { source }, slot);
+        }
     }
-    Ok(())
+    filter
+        .maps()?
+        .sync_rules(&rules)
+        .context("failed to write the rules")
 }
 
 /// Median and minimum of the samples, in nanoseconds. The minimum is the
