@@ -10,7 +10,7 @@ use std::{
     process::{Command, Output},
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -179,23 +179,30 @@ fn reload_under_load_fails_no_request_and_a_broken_certificate_changes_nothing()
     let d = deploy("opsreload", Vec::new());
     let old_serial = served_serial(&d)?;
 
-    // Bounded load from other processes: 4 workers x 5 curl runs x 100
-    // requests, each run a fresh handshake over one keep-alive connection.
+    // Load from other processes: 4 workers, each repeating curl runs of 100
+    // requests (a fresh handshake, then one keep-alive connection) until
+    // told to stop after the reload, and never more than 40 runs.
     const WORKERS: usize = 4;
-    const RUNS: usize = 5;
+    const MAX_RUNS: usize = 40;
     const PER_RUN: usize = 100;
     let finished_runs = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
             let target = LoadTarget::new(&d, 0);
             let finished_runs = finished_runs.clone();
-            thread::spawn(move || -> Result<usize> {
-                let mut ok = 0;
-                for _ in 0..RUNS {
+            let stop = stop.clone();
+            thread::spawn(move || -> Result<(usize, usize)> {
+                let (mut ok, mut sent) = (0, 0);
+                for _ in 0..MAX_RUNS {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     ok += target.curl_batch(PER_RUN)?;
+                    sent += PER_RUN;
                     finished_runs.fetch_add(1, Ordering::SeqCst);
                 }
-                Ok(ok)
+                Ok((ok, sent))
             })
         })
         .collect();
@@ -212,25 +219,34 @@ fn reload_under_load_fails_no_request_and_a_broken_certificate_changes_nothing()
         .arg("--out")
         .arg(&d.pki.crl);
     stdout(crl)?;
-    let reloaded = reload(&d)?;
+    let reloaded = reload(&d);
+    let during = finished_runs.load(Ordering::SeqCst);
+    // Whatever the reload's outcome, the load goes on a little longer (runs
+    // that started before the reload and end after it), then stops.
+    let went_on = eventually("the load goes on after the reload", || {
+        Ok(finished_runs.load(Ordering::SeqCst) >= during + WORKERS)
+    });
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut total) = (0, 0);
+    for worker in workers {
+        let (worker_ok, worker_sent) = worker.join().expect("load worker")?;
+        ok += worker_ok;
+        total += worker_sent;
+    }
+    let reloaded = reloaded?;
     let said = String::from_utf8_lossy(&reloaded.stdout).into_owned();
     ensure!(
         reloaded.status.success() && said.contains("reloaded"),
         "reload: {said}{}",
         String::from_utf8_lossy(&reloaded.stderr)
     );
-    let during = finished_runs.load(Ordering::SeqCst);
-
-    let mut ok = 0;
-    for worker in workers {
-        ok += worker.join().expect("load worker")?;
-    }
-    let total = WORKERS * RUNS * PER_RUN;
-    println!(
-        "{ok} of {total} requests answered 200; reload after {during} of {} runs",
-        WORKERS * RUNS
+    let runs = finished_runs.load(Ordering::SeqCst);
+    println!("{ok} of {total} requests answered 200; reload after {during} of {runs} runs");
+    went_on?;
+    ensure!(
+        during < runs && runs < WORKERS * MAX_RUNS,
+        "the reload did not fall inside the load ({during} of {runs} runs before it)"
     );
-    ensure!(during < WORKERS * RUNS, "the reload came after the load");
     assert_eq!(ok, total, "requests failed across the reload");
 
     let new_serial = served_serial(&d)?;
