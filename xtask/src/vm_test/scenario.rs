@@ -272,13 +272,9 @@ impl Plan {
                     "none",
                     facts.report(&format!("xdp {}", topology.lan_interface)),
                 ));
-                let tcp = facts.report("listen tcp");
-                let https = format!("{}:443", topology.gateway_wan);
-                checks.push(check_that(
-                    "the proxy listens on the WAN address's HTTPS port, and nothing else on TCP",
-                    &https,
-                    &tcp,
-                    tcp == https,
+                checks.push(listeners_check(
+                    &facts.report("listen tcp"),
+                    topology.gateway_wan,
                 ));
                 checks.extend(counter_checks(facts, topology));
             }
@@ -349,6 +345,27 @@ fn readiness_check(unit_type: &str, state: &str) -> Check {
         "active running ... restarts=0",
         state,
         state.starts_with("active running") && state.ends_with("restarts=0"),
+    )
+}
+
+/// The admin listener of the appliance's configuration: the daemon's
+/// default, loopback only.
+const ADMIN_LISTENER: &str = "127.0.0.1:9090";
+
+/// What listens on TCP in the appliance (`listen` as `befund-report` prints
+/// it, space-separated): the proxy on the WAN address's port 443 and its
+/// admin listener on loopback, in any order, and nothing else.
+fn listeners_check(listening: &str, gateway_wan: &str) -> Check {
+    let https = format!("{gateway_wan}:443");
+    let mut expected = vec![https.as_str(), ADMIN_LISTENER];
+    let mut observed: Vec<&str> = listening.split_whitespace().collect();
+    expected.sort_unstable();
+    observed.sort_unstable();
+    check_that(
+        "on TCP only the proxy listens: HTTPS on the WAN address, its admin listener on loopback",
+        &expected.join(" "),
+        listening,
+        observed == expected,
     )
 }
 
@@ -605,6 +622,18 @@ mod tests {
         assert!(config.contains("\nlisten = [\"198.51.100.1:443\"]\n"));
         assert!(config.contains("\nurl = \"http://10.20.0.5:8080\"\n"));
         assert!(config.contains("\nserver_name = \"befunde.example-labor.de\"\n"));
+    }
+
+    #[test]
+    fn only_the_https_and_the_loopback_admin_listener_may_listen() {
+        let wan = "198.51.100.1";
+        assert!(listeners_check("198.51.100.1:443 127.0.0.1:9090", wan).passed);
+        assert!(listeners_check("127.0.0.1:9090 198.51.100.1:443", wan).passed);
+        // The admin listener missing, an extra port, or the wrong address.
+        assert!(!listeners_check("198.51.100.1:443", wan).passed);
+        assert!(!listeners_check("198.51.100.1:443 127.0.0.1:9090 0.0.0.0:22", wan).passed);
+        assert!(!listeners_check("0.0.0.0:443 127.0.0.1:9090", wan).passed);
+        assert!(!listeners_check("none", wan).passed);
     }
 
     #[test]
