@@ -123,7 +123,7 @@ fn default_pin_root() -> PathBuf {
 }
 
 fn default_state_file() -> PathBuf {
-    PathBuf::from("/var/lib/befund/firewall.json")
+    PathBuf::from("/var/lib/befund/firewall/state.json")
 }
 
 fn default_tcp_flow_timeout() -> Duration {
@@ -217,7 +217,7 @@ impl FirewallConfig {
         if !self.state_file.is_absolute() {
             return Err(invalid(
                 "state_file",
-                "use an absolute path, e.g. \"/var/lib/befund/firewall.json\"".into(),
+                "use an absolute path, e.g. \"/var/lib/befund/firewall/state.json\"".into(),
             ));
         }
         Ok(())
@@ -275,7 +275,10 @@ mod tests {
         assert_eq!(fw.proxy_port, 443);
         assert_eq!(fw.xdp_mode, XdpMode::Native);
         assert_eq!(fw.pin_root, Path::new("/sys/fs/bpf/befund"));
-        assert_eq!(fw.state_file, Path::new("/var/lib/befund/firewall.json"));
+        assert_eq!(
+            fw.state_file,
+            Path::new("/var/lib/befund/firewall/state.json")
+        );
         assert!(!fw.lockdown);
         assert!(fw.protected.is_empty() && fw.blocked.is_empty() && fw.allow.is_empty());
         assert_eq!(fw.tcp_flow_timeout, Duration::from_secs(600));

@@ -4,6 +4,12 @@
 //! Writers take an exclusive lock on `<state_file>.lock` for the whole
 //! read-modify-write, and replace the file atomically (temporary file, fsync,
 //! rename), so a crash leaves either the old or the new state.
+//!
+//! The lock and the state file are mode 0660, whatever the umask: the daemon
+//! creates them as root at start and must still lock and replace them after
+//! it dropped to `runtime.user`. The appliance shares the state directory
+//! with the daemon's group for that (setgid, group-writable); a directory
+//! that belongs to the daemon's user works too (see `adopt_directory_owner`).
 
 use std::{
     collections::BTreeMap,
@@ -115,9 +121,10 @@ impl StateLock {
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o600)
+            .mode(STATE_FILE_MODE)
             .open(lock_path(path))
             .map_err(|e| io_err("create the lock of", e))?;
+        share_with_group(&file).map_err(|e| io_err("share the lock of", e))?;
         adopt_directory_owner(&file, path).map_err(|e| io_err("hand over the lock of", e))?;
         file.lock().map_err(|e| io_err("lock", e))?;
         Ok(Self {
@@ -143,6 +150,24 @@ impl StateLock {
     pub fn save(&self, state: &FirewallState) -> Result<(), StateError> {
         save(&self.path, state)
     }
+}
+
+/// Mode of the lock and the state file: the owner and the directory's group
+/// may read and write, nobody else may read.
+const STATE_FILE_MODE: u32 = 0o660;
+
+/// Sets [`STATE_FILE_MODE`] on a file this process just created or owns;
+/// unlike the mode given to `open`, the umask does not narrow it. A file
+/// that belongs to someone else (the daemon's user, written earlier) keeps
+/// its mode.
+fn share_with_group(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    let meta = file.metadata()?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o777 == STATE_FILE_MODE {
+        return Ok(());
+    }
+    file.set_permissions(fs::Permissions::from_mode(STATE_FILE_MODE))
 }
 
 /// When root writes into a state directory that belongs to another user
@@ -243,9 +268,10 @@ fn save(path: &Path, state: &FirewallState) -> Result<(), StateError> {
         .create(true)
         .truncate(true)
         .write(true)
-        .mode(0o600)
+        .mode(STATE_FILE_MODE)
         .open(&tmp)
         .map_err(|e| io_err("write", e))?;
+    share_with_group(&out).map_err(|e| io_err("share", e))?;
     adopt_directory_owner(&out, path).map_err(|e| io_err("hand over", e))?;
     out.write_all(text.as_bytes())
         .and_then(|()| out.sync_all())
@@ -306,6 +332,42 @@ mod tests {
 
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"kind\": \"allow\""), "{text}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lock_and_state_file_are_shared_with_the_group() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = temp_dir("mode");
+        let path = dir.join("firewall.json");
+        let lock = StateLock::acquire(&path).unwrap();
+        lock.save(&sample()).unwrap();
+        for file in [path.clone(), lock_path(&path)] {
+            let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o660, "{}", file.display());
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_narrowed_by_the_umask_is_widened_to_the_group() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        // What open(0660) gives under the daemon unit's umask 0077.
+        let dir = temp_dir("umask");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("firewall.json.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        share_with_group(&file).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -32,6 +32,9 @@ use crate::command::workspace_root;
 const COUNTERS_COMMAND: &str = "befundctl fw counters --json";
 /// Printed on the console after the checks, for the operator reading it.
 const STATUS_COMMAND: &str = "befundctl fw status";
+/// Run inside the VM after the checks: the daemon, no longer root by then,
+/// re-reads its configuration, certificates, CRLs and firewall section.
+const RELOAD_COMMAND: &str = "systemctl reload befund-proxy";
 
 /// The addresses and NICs of the test network (the same plan as the demo).
 pub struct Topology {
@@ -174,7 +177,7 @@ impl Plan {
                 drive.write("selftest/before-checks", &format!("{COUNTERS_COMMAND}\n"))?;
                 drive.write(
                     "selftest/after-checks",
-                    &format!("{COUNTERS_COMMAND}\n{STATUS_COMMAND}\n"),
+                    &format!("{COUNTERS_COMMAND}\n{RELOAD_COMMAND}\n{STATUS_COMMAND}\n"),
                 )
             }
         }
@@ -277,6 +280,18 @@ impl Plan {
                     topology.gateway_wan,
                 ));
                 checks.extend(counter_checks(facts, topology));
+                let reload = facts
+                    .check_run("after", RELOAD_COMMAND)
+                    .and_then(|r| r.exit.clone())
+                    .unwrap_or_else(|| "(not run)".into());
+                checks.push(check(
+                    &format!(
+                        "`{RELOAD_COMMAND}` succeeds: the daemon, running as its own user, \
+                         reloads everything, firewall state included"
+                    ),
+                    "0",
+                    &reload,
+                ));
             }
         }
         Ok(checks)
