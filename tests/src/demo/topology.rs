@@ -78,8 +78,7 @@ impl Topology {
         address(&client, &gateway, &lab)?;
         let pin_mount = BpfFs::mount(dir.join("bpffs"))?;
         Ok(Self {
-            // Stopped like a crash: the tests look at what a killed
-            // daemon leaves behind.
+            // Killed at once on teardown: nothing there waits for a drain.
             services: Services::new(&dir, Stop::Kill),
             pin_mount,
             _links: links,
