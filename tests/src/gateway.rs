@@ -11,9 +11,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -22,12 +20,19 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use befund_testbed::{
+    bpffs::BpfFs,
+    command::run,
+    files::{TempDir, write_private},
+    netns::{Netns, Veth},
+    pki::{Befundctl, ServerRequest, random_hex},
+};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
 
-use crate::netns::{BpfFs, NetNs, TempDir, Veth, require_root, run};
+use crate::harness::profile_dir;
 
 /// The gateway's own address (not a proxy address).
 pub const GATEWAY_ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
@@ -84,12 +89,7 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 }
 
 fn build_binaries() -> Result<PathBuf> {
-    // This test runs as target/<profile>/deps/<name>-<hash>.
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary is not under target/<profile>/deps")?;
+    let profile_dir = profile_dir()?;
     let target_dir = profile_dir.parent().context("no target directory")?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let cargo = option_env!("CARGO").unwrap_or("cargo");
@@ -108,7 +108,7 @@ fn build_binaries() -> Result<PathBuf> {
         cmd.arg("--release");
     }
     run(&mut cmd)?;
-    Ok(profile_dir.to_path_buf())
+    Ok(profile_dir)
 }
 
 /// The two namespaces, the veth, a bpffs for the pins, the configuration,
@@ -118,9 +118,9 @@ pub struct Gateway {
     daemon: Option<Daemon>,
     veth: Veth,
     /// The client side.
-    pub client: NetNs,
+    pub client: Netns,
     /// The gateway side, where the daemon runs.
-    pub gw: NetNs,
+    pub gw: Netns,
     bpffs: BpfFs,
     dir: TempDir,
     mode: Mode,
@@ -132,17 +132,17 @@ impl Gateway {
     /// lines.
     pub fn new(mode: Mode, extra_config: &str) -> Result<Self> {
         require_root()?;
-        let client = NetNs::new("fwc")?;
-        let gw = NetNs::new("fwg")?;
-        let veth = Veth::new(&client, &gw)?;
-        let bpffs = BpfFs::new()?;
-        let dir = TempDir::new("fwt")?;
+        let client = Netns::unique("fwc")?;
+        let gw = Netns::unique("fwg")?;
+        let veth = Veth::unique(&client, &gw)?;
+        let bpffs = BpfFs::unique()?;
+        let dir = TempDir::unique("fwt")?;
 
         for addr in [CLIENT_ADDR, BLOCKED_ADDR] {
-            client.ip(&["addr", "add", &format!("{addr}/24"), "dev", &veth.a])?;
+            client.ip(&["addr", "add", &format!("{addr}/24"), "dev", veth.a()])?;
         }
         for addr in [GATEWAY_ADDR, PROXY_ADDR, PROTECTED_ADDR] {
-            gw.ip(&["addr", "add", &format!("{addr}/24"), "dev", &veth.b])?;
+            gw.ip(&["addr", "add", &format!("{addr}/24"), "dev", veth.b()])?;
         }
         // nodad: usable at once, without waiting for duplicate detection.
         client.ip(&[
@@ -150,7 +150,7 @@ impl Gateway {
             "add",
             &format!("{CLIENT_ADDR6}/64"),
             "dev",
-            &veth.a,
+            veth.a(),
             "nodad",
         ])?;
         gw.ip(&[
@@ -158,7 +158,7 @@ impl Gateway {
             "add",
             &format!("{PROXY_ADDR6}/64"),
             "dev",
-            &veth.b,
+            veth.b(),
             "nodad",
         ])?;
         let gateway = Self {
@@ -180,25 +180,15 @@ impl Gateway {
     /// start; these tests only look at the filter, so the proxy listens on
     /// the gateway's loopback and its upstream is never contacted.
     fn issue_tls(&self) -> Result<()> {
-        let befundctl = binary("befundctl")?;
+        let befundctl = Befundctl::new(binary("befundctl")?);
         let ca = self.dir.path().join("ca");
-        run(Command::new(&befundctl)
-            .args(["ca", "init", "--dir"])
-            .arg(&ca))?;
-        run(Command::new(&befundctl)
-            .args(["cert", "server", "--dir"])
-            .arg(&ca)
-            .args(["--dns", "gateway.test", "--out-dir"])
-            .arg(self.dir.path().join("server")))?;
-        let secret = run(Command::new("openssl").args(["rand", "-hex", "32"]))?;
-        let path = self.dir.path().join("proxy-secret");
-        let mut file = fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(path)?;
-        file.write_all(String::from_utf8_lossy(&secret.stdout).trim().as_bytes())?;
-        Ok(())
+        befundctl.init_ca(&ca, None)?;
+        let server = ServerRequest {
+            dns: &["gateway.test"],
+            ..ServerRequest::default()
+        };
+        befundctl.issue_server(&ca, &server, &self.dir.path().join("server"))?;
+        write_private(&self.dir.path().join("proxy-secret"), random_hex(32)?)
     }
 
     /// Rewrites the configuration file with other extra lines.
@@ -231,7 +221,7 @@ impl Gateway {
              \n\
              [runtime]\n\
              pid_file = \"{dir}/befund-proxy.pid\"\n",
-            iface = self.veth.b,
+            iface = self.veth.b(),
             mode = self.mode.config_value(),
             pins = self.pin_root().display(),
             state = self.state_file().display(),
@@ -258,7 +248,7 @@ impl Gateway {
 
     /// The gateway's WAN interface.
     pub fn wan(&self) -> &str {
-        &self.veth.b
+        self.veth.b()
     }
 
     /// Starts the daemon and waits until it reports the filter attached.
@@ -358,7 +348,7 @@ struct Daemon {
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Daemon {
-    fn start(gw: &NetNs, config: &Path, log: &Path) -> Result<Self> {
+    fn start(gw: &Netns, config: &Path, log: &Path) -> Result<Self> {
         let log_file = fs::File::create(log)?;
         let child = gw
             .command(binary("befund-proxy")?)
@@ -437,4 +427,13 @@ impl Drop for Daemon {
             let _ = self.signal(Signal::SIGTERM);
         }
     }
+}
+
+/// Fails unless this process may create namespaces and load BPF programs.
+fn require_root() -> Result<()> {
+    ensure!(
+        nix::unistd::Uid::effective().is_root(),
+        "the network-namespace tests need root (run `cargo xtask test` as root)"
+    );
+    Ok(())
 }

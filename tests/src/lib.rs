@@ -8,6 +8,6 @@ pub mod demo;
 
 pub mod frames;
 pub mod gateway;
-pub mod netns;
+pub mod harness;
 pub mod traffic;
 pub mod wan_filter;

@@ -14,9 +14,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use befund_testbed::netns::Netns;
 use socket2::{Domain, Socket, Type};
-
-use crate::netns::NetNs;
 
 /// How long a connection attempt may take. A SYN that the filter drops never
 /// completes however long one waits; this only bounds the test's run time.
@@ -32,7 +31,7 @@ pub struct EchoServer {
 
 impl EchoServer {
     /// Listens on `addr` inside `ns`.
-    pub fn start(ns: &NetNs, addr: SocketAddr) -> Result<Self> {
+    pub fn start(ns: &Netns, addr: SocketAddr) -> Result<Self> {
         let listener = ns
             .enter(|| TcpListener::bind(addr))
             .with_context(|| format!("listen on {addr}"))?;
@@ -91,13 +90,13 @@ fn echo(mut stream: TcpStream) {
 
 /// Opens a TCP connection from `ns` (from `source` when given, any port) to
 /// `target`.
-pub fn connect(ns: &NetNs, source: Option<IpAddr>, target: SocketAddr) -> io::Result<TcpStream> {
+pub fn connect(ns: &Netns, source: Option<IpAddr>, target: SocketAddr) -> io::Result<TcpStream> {
     connect_from(ns, source.map(|ip| SocketAddr::new(ip, 0)), target)
 }
 
 /// Opens a TCP connection from `ns`, bound to `source` if given.
 pub fn connect_from(
-    ns: &NetNs,
+    ns: &Netns,
     source: Option<SocketAddr>,
     target: SocketAddr,
 ) -> io::Result<TcpStream> {
@@ -106,7 +105,7 @@ pub fn connect_from(
 
 /// Like [`connect_from`] with another bound on the attempt.
 pub fn connect_within(
-    ns: &NetNs,
+    ns: &Netns,
     source: Option<SocketAddr>,
     target: SocketAddr,
     timeout: Duration,
@@ -136,13 +135,13 @@ pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> io::Result<()> {
 }
 
 /// A connection from `ns` to `target` that completes and echoes.
-pub fn can_talk(ns: &NetNs, source: Option<IpAddr>, target: SocketAddr) -> Result<()> {
+pub fn can_talk(ns: &Netns, source: Option<IpAddr>, target: SocketAddr) -> Result<()> {
     let mut stream = connect(ns, source, target).with_context(|| format!("connect to {target}"))?;
     round_trip(&mut stream, b"befund").with_context(|| format!("echo with {target}"))
 }
 
 /// A UDP socket bound inside `ns`.
-pub fn udp(ns: &NetNs, addr: SocketAddr) -> Result<UdpSocket> {
+pub fn udp(ns: &Netns, addr: SocketAddr) -> Result<UdpSocket> {
     let socket = ns
         .enter(|| UdpSocket::bind(addr))
         .with_context(|| format!("bind UDP {addr}"))?;
@@ -158,7 +157,7 @@ pub struct UdpEcho {
 
 impl UdpEcho {
     /// Echoes every datagram received on `addr` in `ns`.
-    pub fn start(ns: &NetNs, addr: SocketAddr) -> Result<Self> {
+    pub fn start(ns: &Netns, addr: SocketAddr) -> Result<Self> {
         let socket = udp(ns, addr)?;
         socket.set_read_timeout(Some(Duration::from_millis(20)))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -193,7 +192,7 @@ impl Drop for UdpEcho {
 /// and returns the port state it reports: `closed` when the target's kernel
 /// answered with a reset (the packet got through), `filtered` when nothing
 /// came back (the packet was dropped).
-pub fn nmap_syn_ack(ns: &NetNs, source_port: u16, target: IpAddr, port: u16) -> Result<String> {
+pub fn nmap_syn_ack(ns: &Netns, source_port: u16, target: IpAddr, port: u16) -> Result<String> {
     let out = ns
         .command("nmap")
         .args([

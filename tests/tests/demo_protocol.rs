@@ -2,24 +2,15 @@
 //! namespaces, the lab's access protocol run with real clients, every row
 //! asserted. Needs root (BPF, namespaces), curl, openssl and nmap.
 
-use std::path::PathBuf;
-
-use befund_tests::demo::{Deployment, Options, protocol, report};
-
-fn bin_dir() -> PathBuf {
-    // The test binary lives in target/<profile>/deps; the product's binaries
-    // one level up.
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
-}
+use befund_tests::{
+    demo::{Deployment, Options, protocol, report},
+    harness::profile_dir,
+};
 
 #[test]
 fn access_protocol_in_namespaces_matches_the_lab_concept() {
     let options = Options {
-        bin_dir: bin_dir(),
+        bin_dir: profile_dir().expect("the product's binaries"),
         tag: "e2e".to_owned(),
         gateway_env: Vec::new(),
         runtime_user: None,

@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, ensure};
@@ -21,6 +21,7 @@ use befund_tests::{
         BLOCKED_ADDR, CLIENT_ADDR, CLIENT_ADDR6, GATEWAY_ADDR, Gateway, Mode, PROTECTED_ADDR,
         PROXY_ADDR, PROXY_ADDR6, PROXY_PORT,
     },
+    harness::eventually,
     traffic::{
         EchoServer, UdpEcho, can_talk, connect, connect_from, connect_within, nmap_syn_ack,
         round_trip, udp,
@@ -29,17 +30,6 @@ use befund_tests::{
 
 fn at(addr: std::net::IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(addr, port)
-}
-
-/// Polls `condition` until it holds. The deadline only stops a broken test
-/// from hanging; a working filter meets the condition long before.
-fn eventually(what: &str, mut condition: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition()? {
-        ensure!(Instant::now() < deadline, "gave up waiting until {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }
 
 // --- the proxy port passes, everything else is dropped ---------------------
@@ -306,7 +296,7 @@ impl Probe {
         let thread = {
             let (attempts, successes, stop) = (attempts.clone(), successes.clone(), stop.clone());
             thread::spawn(move || {
-                let ns = befund_tests::netns::NetNs::existing(&client);
+                let ns = befund_testbed::netns::Netns::existing(&client);
                 // Bounded: the test stops it, and it never runs past 3000 tries.
                 while !stop.load(Ordering::Relaxed) && attempts.load(Ordering::SeqCst) < 3000 {
                     attempts.fetch_add(1, Ordering::SeqCst);

@@ -17,9 +17,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use befund_testbed::netns::Netns;
 use befund_tests::{
     demo::{Deployment, Options, SERVER_NAME, topology::GATEWAY_WAN},
-    netns::NetNs,
+    harness::{eventually, profile_dir},
     traffic::connect_within,
 };
 use bytes::Bytes;
@@ -27,39 +28,18 @@ use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
 
-fn bin_dir() -> PathBuf {
-    // The test binary lives in target/<profile>/deps; the product's binaries
-    // one level up.
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
 fn deploy(tag: &str, gateway_env: Vec<(String, String)>) -> Deployment {
     deploy_as(tag, gateway_env, None)
 }
 
 fn deploy_as(tag: &str, gateway_env: Vec<(String, String)>, user: Option<&str>) -> Deployment {
     Deployment::start(&Options {
-        bin_dir: bin_dir(),
+        bin_dir: profile_dir().expect("the product's binaries"),
         tag: tag.to_owned(),
         gateway_env,
         runtime_user: user.map(str::to_owned),
     })
     .expect("deployment starts")
-}
-
-/// Polls `condition` until it holds. The deadline only stops a broken test
-/// from hanging; a working appliance meets the condition long before.
-fn eventually(what: &str, mut condition: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition()? {
-        ensure!(Instant::now() < deadline, "gave up waiting until {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }
 
 fn output(cmd: &mut Command) -> Result<Output> {
@@ -79,7 +59,7 @@ fn stdout(mut cmd: Command) -> Result<String> {
 
 /// `befundctl ARGS...` inside the gateway namespace.
 fn befundctl(d: &Deployment, args: &[&str]) -> Command {
-    let mut cmd = d.topology.command(&d.topology.gateway, d.bin("befundctl"));
+    let mut cmd = d.topology.gateway.command(d.bin("befundctl"));
     cmd.args(args);
     cmd
 }
@@ -94,7 +74,7 @@ fn reload(d: &Deployment) -> Result<Output> {
 /// GET from the admin listener (127.0.0.1:9090 in the gateway namespace):
 /// status and body.
 fn admin_get(d: &Deployment, path: &str) -> Result<(u16, String)> {
-    let mut cmd = d.topology.command(&d.topology.gateway, "curl");
+    let mut cmd = d.topology.gateway.command("curl");
     cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
         .arg(format!("http://127.0.0.1:9090{path}"));
     let text = stdout(cmd)?;
@@ -115,7 +95,7 @@ fn served_serial(d: &Deployment) -> Result<String> {
         physician.cert.display(),
         physician.key.display()
     );
-    let mut cmd = d.topology.command(&d.topology.client, "sh");
+    let mut cmd = d.topology.client.command("sh");
     cmd.args(["-c", &script]);
     let line = stdout(cmd)?;
     Ok(line
@@ -147,7 +127,7 @@ impl LoadTarget {
     fn new(d: &Deployment, physician: usize) -> Self {
         let p = &d.pki.physicians[physician];
         Self {
-            client_ns: d.topology.client.clone(),
+            client_ns: d.topology.client.name().to_owned(),
             ca: d.pki.ca_cert.clone(),
             cert: p.cert.clone(),
             key: p.key.clone(),
@@ -157,7 +137,7 @@ impl LoadTarget {
     /// One curl process in the client namespace fetching `count` URLs over
     /// one keep-alive connection; returns how many got a 200.
     fn curl_batch(&self, count: usize) -> Result<usize> {
-        let mut cmd = NetNs::existing(&self.client_ns).command("curl");
+        let mut cmd = Netns::existing(&self.client_ns).command("curl");
         cmd.args(["-sS", "--max-time", "120", "--resolve"])
             .arg(format!("{SERVER_NAME}:443:{GATEWAY_WAN}"))
             .arg("--cacert")
@@ -342,14 +322,14 @@ impl Client {
         config.alpn_protocols = vec![alpn.to_vec()];
         Ok(Self {
             config: Arc::new(config),
-            client_ns: d.topology.client.clone(),
+            client_ns: d.topology.client.name().to_owned(),
         })
     }
 
     /// A TLS connection to the gateway (the same client configuration, so
     /// the same session cache, every time).
     async fn connect(&self) -> Result<TlsStream> {
-        let ns = NetNs::existing(&self.client_ns);
+        let ns = Netns::existing(&self.client_ns);
         let target = std::net::SocketAddr::from((GATEWAY_WAN, 443));
         let tcp = connect_within(&ns, None, target, Duration::from_secs(5))?;
         tcp.set_nonblocking(true)?;
@@ -503,7 +483,7 @@ fn metrics_parse_as_prometheus_text_with_the_expected_families() -> Result<()> {
         "traffic for the metrics"
     );
     // One client without a certificate, refused in the handshake.
-    let mut bare = d.topology.command(&d.topology.client, "curl");
+    let mut bare = d.topology.client.command("curl");
     bare.args(["-sS", "--max-time", "10", "--resolve"])
         .arg(format!("{SERVER_NAME}:443:{GATEWAY_WAN}"))
         .arg("--cacert")
@@ -634,7 +614,7 @@ fn systemd_hears_ready_only_once_the_listener_accepts() -> Result<()> {
             };
             let target = std::net::SocketAddr::from((GATEWAY_WAN, 443));
             let accepted =
-                connect_within(&NetNs::existing(&ns), None, target, Duration::from_secs(5)).is_ok();
+                connect_within(&Netns::existing(&ns), None, target, Duration::from_secs(5)).is_ok();
             Ok((first, accepted))
         });
         // The namespace names are fixed by the tag and the process id.

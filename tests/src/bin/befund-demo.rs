@@ -96,8 +96,8 @@ fn print_try_it(deployment: &Deployment) {
          --cert {cert} --key {key} -b {dir}/cookies https://{SERVER_NAME}/reports\n  \
          ip netns exec {gateway} {befundctl} fw status --config {config}\n\n\
          Logs: {dir}",
-        client = t.client,
-        gateway = t.gateway,
+        client = t.client.name(),
+        gateway = t.gateway.name(),
         befundctl = deployment.bin("befundctl").display(),
         wan = topology::GATEWAY_WAN,
         ca = deployment.pki.ca_cert.display(),

@@ -65,7 +65,8 @@ pub fn run(deployment: &Deployment) -> Result<AuditOutcome> {
 
     let mut cmd: Command = deployment
         .topology
-        .command(&deployment.topology.client, deployment.bin("befundctl"));
+        .client
+        .command(deployment.bin("befundctl"));
     cmd.args(["audit", "--target", &format!("https://{SERVER_NAME}:443")])
         .args(["--connect", &format!("{}:443", topology::GATEWAY_WAN)])
         .arg("--ca")

@@ -19,6 +19,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use befund_testbed::netns::Netns;
 
 use self::topology::Topology;
 
@@ -150,13 +151,13 @@ impl Deployment {
         let db = self.topology.dir.join("befundserver/befund.sqlite");
         let server = self.bin("befundserver");
         let listen = format!("{}:{BEFUNDSERVER_PORT}", topology::BEFUNDSERVER);
-        let mut cmd = self.topology.command(&self.topology.lab.clone(), &server);
+        let mut cmd = self.topology.lab.command(&server);
         cmd.args(["serve", "--db"])
             .arg(&db)
             .args(["--listen", &listen, "--proxy-secret-file"])
             .arg(&self.pki.proxy_secret);
         self.topology.spawn("befundserver", cmd)?;
-        let lab = self.topology.lab.clone();
+        let lab = Netns::existing(self.topology.lab.name());
         self.wait_for_port(
             "the Befundserver",
             &lab,
@@ -222,12 +223,11 @@ impl Deployment {
             );
         }
 
-        let gateway = self.topology.gateway.clone();
-        let mut cmd = self.topology.command(&gateway, self.bin("befund-proxy"));
+        let mut cmd = self.topology.gateway.command(self.bin("befund-proxy"));
         cmd.args(["run", "--config"]).arg(&config);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         self.topology.spawn("befund-proxy", cmd)?;
-        let client = self.topology.client.clone();
+        let client = Netns::existing(self.topology.client.name());
         self.wait_for_port(
             "the gateway's HTTPS port",
             &client,
@@ -279,10 +279,10 @@ pid_file = "{pid_file}"
 "#,
             wan = topology::GATEWAY_WAN,
             wan6 = topology::GATEWAY_WAN6,
-            gw_ns = self.topology.gateway,
+            gw_ns = self.topology.gateway.name(),
             lab_net = topology::LAB_NETWORK,
             wan_if = topology::WAN_INTERFACE,
-            pin_root = self.topology.pin_root.display(),
+            pin_root = self.topology.pin_root().display(),
             state = dir.join("firewall.json").display(),
             name = SERVER_NAME,
             server_chain = pki.server_chain.display(),
@@ -301,13 +301,13 @@ pid_file = "{pid_file}"
         Ok(path)
     }
 
-    /// Waits until a TCP connection from namespace `ns` to `addr:port`
+    /// Waits until a TCP connection from namespace `from` to `addr:port`
     /// succeeds, failing early if a started process died.
-    fn wait_for_port(&mut self, what: &str, ns: &str, addr: &str, port: u16) -> Result<()> {
+    fn wait_for_port(&mut self, what: &str, from: &Netns, addr: &str, port: u16) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             self.topology.check_alive()?;
-            if clients::tcp_connects(self.topology.command(ns, "env"), addr, port, 1)? {
+            if clients::tcp_connects(from.command("env"), addr, port, 1)? {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));

@@ -6,7 +6,12 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
+use befund_testbed::{
+    command::{run, stdout},
+    files::write_private,
+    pki::{Befundctl, ClientRequest, ServerRequest, fingerprint, random_hex},
+};
 
 use super::{SERVER_NAME, topology};
 
@@ -56,70 +61,59 @@ impl Pki {
     /// Issues the CA, the server certificate and two physicians' certificates
     /// under `dir`.
     pub fn issue(bin_dir: &Path, dir: &Path) -> Result<Self> {
-        let befundctl = bin_dir.join("befundctl");
+        let befundctl = Befundctl::new(bin_dir.join("befundctl"));
         let ca_dir = dir.join("ca");
         let out = dir.join("issued");
         std::fs::create_dir_all(&out)?;
 
-        run(Command::new(&befundctl)
-            .args(["ca", "init", "--dir"])
-            .arg(&ca_dir))?;
-        let server_dir = out.join("gateway");
-        run(Command::new(&befundctl)
-            .args(["cert", "server", "--dir"])
-            .arg(&ca_dir)
-            .args([
-                "--dns",
-                SERVER_NAME,
-                "--ip",
-                &topology::GATEWAY_WAN.to_string(),
-            ])
-            .args(["--ip", topology::GATEWAY_WAN6, "--out-dir"])
-            .arg(&server_dir))?;
+        let ca_cert = befundctl.init_ca(&ca_dir, None)?;
+        let wan = topology::GATEWAY_WAN.to_string();
+        let server = befundctl.issue_server(
+            &ca_dir,
+            &ServerRequest {
+                dns: &[SERVER_NAME],
+                ips: &[&wan, topology::GATEWAY_WAN6],
+                key: None,
+            },
+            &out.join("gateway"),
+        )?;
 
         let mut physicians = Vec::new();
         for (cn, account, password) in [
             ("ARZT0001", "weber", "Kalium-4.2-mmol"),
             ("ARZT0002", "brandt", "Natrium-140-mmol"),
         ] {
-            let cert_dir = out.join(cn);
-            run(Command::new(&befundctl)
-                .args(["cert", "issue", "--dir"])
-                .arg(&ca_dir)
-                .args(["--cn", cn, "--user", account, "--out-dir"])
-                .arg(&cert_dir))?;
-            let cert = only_file(&cert_dir, "crt")?;
-            let key = only_file(&cert_dir, "key")?;
+            let request = ClientRequest {
+                cn,
+                user: account,
+                key: None,
+            };
+            let issued = befundctl.issue_client(&ca_dir, &request, &out.join(cn))?;
             let password_file = dir.join(format!("{account}.password"));
-            std::fs::write(&password_file, password)?;
+            write_private(&password_file, password)?;
             physicians.push(Physician {
-                fingerprint: fingerprint(&cert)?,
+                fingerprint: fingerprint(&issued.cert)?,
                 cn: cn.to_owned(),
                 account: account.to_owned(),
                 password: password.to_owned(),
                 password_file,
-                cert,
-                key,
+                cert: issued.cert,
+                key: issued.key,
             });
         }
 
         let crl = ca_dir.join("crl.pem");
-        run(Command::new(&befundctl)
-            .args(["crl", "--dir"])
-            .arg(&ca_dir)
-            .arg("--out")
-            .arg(&crl))?;
+        befundctl.write_crl(&ca_dir, &crl)?;
 
         let proxy_secret = dir.join("proxy-secret");
-        let secret = output(Command::new("openssl").args(["rand", "-hex", "32"]))?;
-        write_private(&proxy_secret, secret.trim())?;
+        write_private(&proxy_secret, random_hex(32)?)?;
 
         let (self_issued_cert, self_issued_key) = self_issue(&physicians[0].cert, &out)?;
         Ok(Self {
-            ca_cert: ca_dir.join("ca.crt"),
+            ca_cert,
             crl,
-            server_chain: server_dir.join("server-chain.pem"),
-            server_key: server_dir.join("server.key"),
+            server_chain: server.chain,
+            server_key: server.key,
             ca_dir,
             proxy_secret,
             physicians,
@@ -132,7 +126,7 @@ impl Pki {
 /// A self-signed certificate with exactly the subject of `original`, made
 /// with openssl: what an attacker who knows a physician's name could build.
 fn self_issue(original: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
-    let subject = output(
+    let subject = stdout(
         Command::new("openssl")
             .args(["x509", "-noout", "-subject", "-nameopt", "compat", "-in"])
             .arg(original),
@@ -160,72 +154,4 @@ fn self_issue(original: &Path, out: &Path) -> Result<(PathBuf, PathBuf)> {
         .arg("-out")
         .arg(&cert))?;
     Ok((cert, key))
-}
-
-/// SHA-256 fingerprint of a PEM certificate as lowercase hex, computed by
-/// openssl independently of the product.
-pub fn fingerprint(cert: &Path) -> Result<String> {
-    let line = output(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(cert),
-    )?;
-    let hex = line
-        .trim()
-        .rsplit_once('=')
-        .map(|(_, hex)| hex.replace(':', "").to_ascii_lowercase())
-        .context("openssl printed no fingerprint")?;
-    Ok(hex)
-}
-
-/// The one file with extension `ext` in `dir` (befundctl names issued
-/// files after CN and serial).
-fn only_file(dir: &Path, ext: &str) -> Result<PathBuf> {
-    let mut found = Vec::new();
-    for entry in
-        std::fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))?
-    {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == ext) {
-            found.push(path);
-        }
-    }
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!(
-            "expected one .{ext} file in {}, found {found:?}",
-            dir.display()
-        ),
-    }
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("failed to create {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    output(cmd).map(drop)
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed: {}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -151,9 +151,7 @@ fn moved(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<(
 }
 
 fn client(deployment: &Deployment, program: &str) -> Command {
-    deployment
-        .topology
-        .command(&deployment.topology.client, program)
+    deployment.topology.client.command(program)
 }
 
 /// curl against the gateway by name, resolved to its WAN address.

@@ -5,21 +5,25 @@
 
 use std::{
     fs,
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use anyhow::{Context as _, Result, bail};
+use befund_testbed::{
+    files::write_private,
+    netns::Netns,
+    pki::{Befundctl, ClientRequest, ServerRequest, fingerprint, random_hex},
+    process::Child,
+};
 
 use super::{
     checks::{Check, check, check_that},
-    netns::{Netns, NsProcess},
+    netns,
     scenario::Topology,
 };
 use crate::{
-    command::{self, output, workspace_root},
+    command::{self, workspace_root},
     image::binaries::cargo_executables,
 };
 
@@ -103,55 +107,45 @@ impl Credentials {
     /// configured server name and the WAN address), a physician's client
     /// certificate, the CRL and the proxy secret under `dir`.
     pub fn issue(befundctl: &Path, dir: &Path, topology: &Topology) -> Result<Self> {
+        let befundctl = Befundctl::new(befundctl);
         let ca = dir.join("ca");
         let issued = dir.join("issued");
         fs::create_dir_all(&issued)?;
-        command::run(
-            Command::new(befundctl)
-                .args(["ca", "init", "--dir"])
-                .arg(&ca),
+        eprintln!(
+            "vm-test: issuing the lab's certificates in {}",
+            dir.display()
+        );
+        let ca_cert = befundctl.init_ca(&ca, None)?;
+        let server = befundctl.issue_server(
+            &ca,
+            &ServerRequest {
+                dns: &[topology.server_name],
+                ips: &[topology.gateway_wan],
+                key: None,
+            },
+            &issued.join("gateway"),
         )?;
-        let server = issued.join("gateway");
-        command::run(
-            Command::new(befundctl)
-                .args(["cert", "server", "--dir"])
-                .arg(&ca)
-                .args(["--dns", topology.server_name])
-                .args(["--ip", topology.gateway_wan, "--out-dir"])
-                .arg(&server),
-        )?;
-        let client = issued.join(PHYSICIAN_CN);
-        command::run(
-            Command::new(befundctl)
-                .args(["cert", "issue", "--dir"])
-                .arg(&ca)
-                .args(["--cn", PHYSICIAN_CN, "--user", PHYSICIAN_ACCOUNT])
-                .arg("--out-dir")
-                .arg(&client),
-        )?;
+        let physician = ClientRequest {
+            cn: PHYSICIAN_CN,
+            user: PHYSICIAN_ACCOUNT,
+            key: None,
+        };
+        let client = befundctl.issue_client(&ca, &physician, &issued.join(PHYSICIAN_CN))?;
         let crl = ca.join("crl.pem");
-        command::run(
-            Command::new(befundctl)
-                .args(["crl", "--dir"])
-                .arg(&ca)
-                .arg("--out")
-                .arg(&crl),
-        )?;
-        let secret = output(Command::new("openssl").args(["rand", "-hex", "32"]))?;
+        befundctl.write_crl(&ca, &crl)?;
         let proxy_secret = dir.join("proxy-secret");
-        write_private(&proxy_secret, secret.trim())?;
+        write_private(&proxy_secret, random_hex(32)?)?;
         let password_file = dir.join(format!("{PHYSICIAN_ACCOUNT}.password"));
         write_private(&password_file, PHYSICIAN_PASSWORD)?;
-        let client_cert = only_file(&client, "crt")?;
         Ok(Self {
-            ca_cert: ca.join("ca.crt"),
+            ca_cert,
             crl,
-            server_chain: server.join("server-chain.pem"),
-            server_key: server.join("server.key"),
+            server_chain: server.chain,
+            server_key: server.key,
             proxy_secret,
-            client_fingerprint: fingerprint(&client_cert)?,
-            client_key: only_file(&client, "key")?,
-            client_cert,
+            client_fingerprint: fingerprint(&client.cert)?,
+            client_key: client.key,
+            client_cert: client.cert,
             password_file,
         })
     }
@@ -178,7 +172,7 @@ pub fn start_befundserver(
     lab: &Netns,
     topology: &Topology,
     dir: &Path,
-) -> Result<NsProcess> {
+) -> Result<Child> {
     fs::create_dir_all(dir)?;
     let db = dir.join("befund.sqlite");
     let server = &binaries.befundserver;
@@ -201,7 +195,7 @@ pub fn start_befundserver(
     let server = server.to_string_lossy();
     let db = db.to_string_lossy();
     let secret = credentials.proxy_secret.to_string_lossy();
-    NsProcess::spawn_logged(
+    netns::spawn(
         lab,
         "reference Befundserver",
         &[
@@ -214,7 +208,7 @@ pub fn start_befundserver(
             "--proxy-secret-file",
             &secret,
         ],
-        &dir.join("befundserver.log"),
+        Some(&dir.join("befundserver.log")),
     )
 }
 
@@ -231,7 +225,7 @@ pub fn audit(
     let json = out.join("audit-protocol.json");
     let markdown = out.join("audit-protocol.md");
     let _ = fs::remove_file(&json);
-    let mut cmd = client.command(&binaries.befundctl.to_string_lossy());
+    let mut cmd = client.command(&binaries.befundctl);
     cmd.args(["audit", "--target"])
         .arg(format!("https://{}:443", topology.server_name))
         .arg("--connect")
@@ -349,50 +343,6 @@ pub fn parse_counters(lines: &[String]) -> Result<Vec<Counter>> {
             })
         })
         .collect()
-}
-
-/// SHA-256 fingerprint of a PEM certificate as lowercase hex, computed by
-/// openssl independently of the product.
-fn fingerprint(cert: &Path) -> Result<String> {
-    let line = output(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(cert),
-    )?;
-    line.trim()
-        .rsplit_once('=')
-        .map(|(_, hex)| hex.replace(':', "").to_ascii_lowercase())
-        .context("openssl printed no fingerprint")
-}
-
-/// The one file with extension `ext` in `dir` (befundctl names issued files
-/// after CN and serial).
-fn only_file(dir: &Path, ext: &str) -> Result<PathBuf> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == ext) {
-            found.push(path);
-        }
-    }
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!(
-            "expected one .{ext} file in {}, found {found:?}",
-            dir.display()
-        ),
-    }
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("failed to create {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -30,11 +30,12 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use befund_testbed::netns::Netns;
 
 use self::{
     checks::{Check, GuestFacts},
     config_drive::ConfigDrive,
-    netns::{Netns, Tap},
+    netns::Tap,
     qemu::{Nic, Vm, VmSpec},
     scenario::{Plan, Scenario, Topology},
 };
@@ -246,7 +247,7 @@ fn boot_and_probe(
         return Err(error);
     }
     if !lab_service.running() {
-        bail!("the {} in the lab namespace stopped", lab_service.what);
+        bail!("the {} in the lab namespace stopped", lab_service.name());
     }
     let client_checks = log.step("checks from the client", |_| {
         plan.client_checks(&client, topology)

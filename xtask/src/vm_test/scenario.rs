@@ -19,12 +19,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use befund_testbed::{netns::Netns, process::Child};
 
 use super::{
     checks::{self, Check, GuestFacts, check, check_that},
     config_drive::{ConfigDrive, network_file},
     lab::{self, Counter, Credentials, HostBinaries},
-    netns::{Netns, NsProcess},
+    netns,
 };
 use crate::command::workspace_root;
 
@@ -185,10 +186,10 @@ impl Plan {
 
     /// Starts the service on the lab host that the gateway must reach and
     /// the client must not.
-    pub fn start_lab_service(&self, lab: &Netns, topology: &Topology) -> Result<NsProcess> {
+    pub fn start_lab_service(&self, lab: &Netns, topology: &Topology) -> Result<Child> {
         match self {
             // Any real TCP service proves the reachability boundary.
-            Self::Unconfigured => NsProcess::spawn(
+            Self::Unconfigured => netns::spawn(
                 lab,
                 "lab HTTP service (python3 http.server)",
                 &[
@@ -199,6 +200,7 @@ impl Plan {
                     topology.lab_host,
                     &topology.lab_port.to_string(),
                 ],
+                None,
             ),
             Self::Appliance(appliance) => {
                 let dir = appliance.dir.join("befundserver");

@@ -14,18 +14,18 @@
 //! Ctrl-C.
 
 use std::{
-    fs::{File, Permissions},
     net::SocketAddr,
-    os::unix::fs::PermissionsExt as _,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
+use anyhow::{Result, bail};
+use befund_testbed::{
+    bpffs::BpfFs,
+    files::TempDir,
+    netns::{Netns, Veth},
+    process::{Child, Services, Stop},
 };
 
 use super::interrupt;
@@ -56,56 +56,43 @@ pub struct Lab {
     pub dir: PathBuf,
     /// bpffs mount used as the filter's pin root.
     pub pin_root: PathBuf,
-    services: Vec<(String, Child)>,
-    namespaces: Vec<String>,
-    mounted: bool,
-    keep_dir: bool,
+    // Dropped in this order, after `Drop` has stopped the services: the
+    // pins go, then the link and the namespaces, and the work directory last.
+    services: Services,
+    _pins: BpfFs,
+    _link: Veth,
+    _namespaces: [Netns; 2],
+    work: TempDir,
 }
 
 impl Lab {
     /// Builds the namespaces, the link and the bpffs mount.
     pub fn create() -> Result<Self> {
         let id = std::process::id();
-        let dir = std::env::temp_dir().join(format!("befund-bench-{id}"));
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::set_permissions(&dir, Permissions::from_mode(0o700)))
-            .with_context(|| format!("failed to create {}", dir.display()))?;
+        let work =
+            TempDir::create_private(std::env::temp_dir().join(format!("befund-bench-{id}")))?;
+        let dir = work.path().to_path_buf();
+        let client = Netns::create(format!("bbc-{id}"))?;
+        let gateway = Netns::create(format!("bbg-{id}"))?;
+        let link = Veth::create(&client, "cl-wan", &gateway, WAN_INTERFACE)?;
+        let pins = BpfFs::mount(dir.join("bpffs"))?;
         let mut lab = Self {
-            client_ns: format!("bbc-{id}"),
-            gateway_ns: format!("bbg-{id}"),
-            pin_root: dir.join("bpffs"),
+            client_ns: client.name().to_owned(),
+            gateway_ns: gateway.name().to_owned(),
+            pin_root: pins.path().to_path_buf(),
+            services: Services::new(&dir, Stop::Terminate { grace: STOP_GRACE }),
             dir,
-            services: Vec::new(),
-            namespaces: Vec::new(),
-            mounted: false,
-            keep_dir: false,
+            _pins: pins,
+            _link: link,
+            _namespaces: [client, gateway],
+            work,
         };
         lab.build()?;
         Ok(lab)
     }
 
     fn build(&mut self) -> Result<()> {
-        for ns in [self.client_ns.clone(), self.gateway_ns.clone()] {
-            quiet(Command::new("ip").args(["netns", "add", &ns]))?;
-            self.namespaces.push(ns.clone());
-            self.exec(&ns, &["ip", "link", "set", "lo", "up"])?;
-        }
         let (client, gateway) = (self.client_ns.clone(), self.gateway_ns.clone());
-        quiet(Command::new("ip").args([
-            "link",
-            "add",
-            "cl-wan",
-            "netns",
-            &client,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            WAN_INTERFACE,
-            "netns",
-            &gateway,
-        ]))?;
-
         let client_addr = format!("{CLIENT_ADDR}/24");
         let ours = format!("{OURS_ADDR}/24");
         let nginx = format!("{NGINX_ADDR}/24");
@@ -136,74 +123,43 @@ impl Lab {
         for (ns, cmd) in steps {
             self.exec(ns, cmd)?;
         }
-
-        std::fs::create_dir_all(&self.pin_root)?;
-        quiet(
-            Command::new("mount")
-                .args(["-t", "bpf", "bpf"])
-                .arg(&self.pin_root),
-        )?;
-        self.mounted = true;
         Ok(())
     }
 
     /// Runs `cmd` inside namespace `ns` and fails unless it exits 0.
     pub fn exec(&self, ns: &str, cmd: &[&str]) -> Result<()> {
-        quiet(Command::new("ip").args(["netns", "exec", ns]).args(cmd))
+        Netns::existing(ns).run(cmd)
     }
 
     /// A command that will run inside namespace `ns`. `ip netns exec`
     /// replaces itself with the program, so the child's id is the program's.
     pub fn command(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).arg(program);
-        cmd
+        Netns::existing(ns).command(program)
     }
 
     /// Starts a long-running process, its output going to `<dir>/<name>.log`.
     /// It is stopped when the lab is dropped.
-    pub fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<()> {
-        let log = File::create(self.log_path(name))?;
+    pub fn spawn(&mut self, name: &str, cmd: Command) -> Result<()> {
         eprintln!("+ {}", command::render(&cmd));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("failed to start {name}"))?;
+        let child = self.services.spawn(name, cmd)?;
         interrupt::register(child.id());
-        self.services.push((name.to_owned(), child));
         Ok(())
     }
 
     /// The process id of the started process `name`.
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.services
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, child)| child.id())
+        self.services.get(name).map(Child::id)
     }
 
     /// Where [`Lab::spawn`] writes a process's output.
     pub fn log_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.log"))
+        self.services.log_path(name)
     }
 
     /// Fails if a started process has exited, naming it and showing the end
     /// of its log.
     pub fn check_alive(&mut self) -> Result<()> {
-        for (name, child) in &mut self.services {
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(self.dir.join(format!("{name}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                bail!(
-                    "{name} exited ({status}); last log lines:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-        Ok(())
+        self.services.check_alive()
     }
 
     /// Waits until `addr` accepts TCP connections from inside namespace
@@ -234,46 +190,25 @@ impl Lab {
 
     /// Leaves the work directory in place after drop, for the logs.
     pub fn keep_dir(&mut self) {
-        self.keep_dir = true;
+        self.work.keep();
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // Forgotten before they are reaped (their ids may then be reused);
+        // stopping sends SIGTERM to them all anyway.
+        for id in self.services.ids() {
+            interrupt::unregister(id);
+        }
         // SIGTERM first: nginx's master stops its workers, befund-proxy
         // drains; both are killed if they take too long.
-        for (_, child) in &mut self.services {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        }
-        for (name, child) in &mut self.services {
-            let deadline = Instant::now() + STOP_GRACE;
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                eprintln!("bench: {name} did not stop within {STOP_GRACE:?}; killing it");
-                let _ = child.kill();
-            }
-            interrupt::unregister(child.id());
-            let _ = child.wait();
-        }
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.pin_root).status();
-        }
-        for ns in self.namespaces.drain(..).rev() {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-        if self.keep_dir {
+        self.services.stop_all();
+        if self.work.is_kept() {
             eprintln!(
                 "bench: logs and configuration kept in {}",
                 self.dir.display()
             );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn quiet(cmd: &mut Command) -> Result<()> {
-    command::output(cmd).map(drop)
 }

@@ -3,15 +3,13 @@
 //! one physician's client certificate (used by the load generator) and the
 //! CA's CRL (checked by both proxies).
 
-use std::{
-    io::{Read as _, Write as _},
-    path::{Path, PathBuf},
-    process::Command,
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use befund_testbed::{
+    files::write_private,
+    pki::{Befundctl, ClientRequest, ServerRequest, random_hex},
 };
-
-use anyhow::{Context as _, Result, bail};
-
-use crate::command;
 
 /// The name clients use for the gateway.
 pub const SERVER_NAME: &str = "befund.labor.test";
@@ -46,62 +44,35 @@ pub struct Pki {
 impl Pki {
     /// Issues everything under `dir` with the `befundctl` at `befundctl`.
     pub fn issue(befundctl: &Path, dir: &Path) -> Result<Self> {
+        let befundctl = Befundctl::new(befundctl);
         let ca_dir = dir.join("ca");
-        let ctl = |args: &[&str]| -> Result<()> {
-            command::output(
-                Command::new(befundctl)
-                    .args(args)
-                    .env_remove("BEFUND_CA_DIR"),
-            )
-            .map(drop)
+        let ca_cert = befundctl.init_ca(&ca_dir, Some(CA_KEY))?;
+        let gateway = ServerRequest {
+            dns: &[SERVER_NAME],
+            ips: &[],
+            key: Some(SERVER_KEY),
         };
-        let ca = path_str(&ca_dir)?;
-        ctl(&["ca", "init", "--dir", ca, "--key", CA_KEY])?;
-
-        let server_dir = dir.join("server");
-        ctl(&[
-            "cert",
-            "server",
-            "--dir",
-            ca,
-            "--dns",
-            SERVER_NAME,
-            "--key",
-            SERVER_KEY,
-            "--out-dir",
-            path_str(&server_dir)?,
-        ])?;
-
-        let client_dir = dir.join("client");
-        ctl(&[
-            "cert",
-            "issue",
-            "--dir",
-            ca,
-            "--cn",
-            "BENCH0001",
-            "--user",
-            "bench",
-            "--key",
-            CLIENT_KEY,
-            "--out-dir",
-            path_str(&client_dir)?,
-        ])?;
-
+        let server = befundctl.issue_server(&ca_dir, &gateway, &dir.join("server"))?;
+        let physician = ClientRequest {
+            cn: "BENCH0001",
+            user: "bench",
+            key: Some(CLIENT_KEY),
+        };
+        let client = befundctl.issue_client(&ca_dir, &physician, &dir.join("client"))?;
         let crl = ca_dir.join("crl.pem");
-        ctl(&["crl", "--dir", ca, "--out", path_str(&crl)?])?;
+        befundctl.write_crl(&ca_dir, &crl)?;
 
         let secret = random_hex(32)?;
         let secret_file = dir.join("proxy-secret");
-        write_private(&secret_file, &secret)?;
+        write_private(&secret_file, format!("{secret}\n"))?;
 
         Ok(Self {
-            ca_cert: ca_dir.join("ca.crt"),
+            ca_cert,
             crl,
-            server_chain: server_dir.join("server-chain.pem"),
-            server_key: server_dir.join("server.key"),
-            client_cert: only_file(&client_dir, "crt")?,
-            client_key: only_file(&client_dir, "key")?,
+            server_chain: server.chain,
+            server_key: server.key,
+            client_cert: client.cert,
+            client_key: client.key,
             secret_file,
             secret,
         })
@@ -112,47 +83,4 @@ impl Pki {
 pub fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .with_context(|| format!("{} is not valid UTF-8", path.display()))
-}
-
-/// `bytes` random bytes from the kernel, as lowercase hex.
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("failed to read /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("failed to create {}", path.display()))?;
-    writeln!(file, "{contents}")?;
-    Ok(())
-}
-
-/// The one file with extension `ext` in `dir` (befundctl names issued
-/// files after CN and serial).
-fn only_file(dir: &Path, ext: &str) -> Result<PathBuf> {
-    let mut found = Vec::new();
-    for entry in
-        std::fs::read_dir(dir).with_context(|| format!("failed to list {}", dir.display()))?
-    {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == ext) {
-            found.push(path);
-        }
-    }
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!(
-            "expected one .{ext} file in {}, found {found:?}",
-            dir.display()
-        ),
-    }
 }
