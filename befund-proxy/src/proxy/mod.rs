@@ -15,6 +15,7 @@ pub mod identity;
 pub mod live;
 pub mod metrics;
 mod service;
+mod supervised;
 pub mod upstream;
 
 use std::future::Future;

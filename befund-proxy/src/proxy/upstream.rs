@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
+use http::uri::{Parts, PathAndQuery, Scheme};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -74,16 +75,17 @@ impl Upstream {
     }
 
     /// The Befundserver URL for a client's `path_and_query`.
-    pub fn uri_for(
-        &self,
-        path_and_query: Option<&http::uri::PathAndQuery>,
-    ) -> Result<Uri, http::Error> {
-        let base = self.base.uri();
-        Uri::builder()
-            .scheme(base.scheme_str().unwrap_or("http"))
-            .authority(self.base.authority().clone())
-            .path_and_query(path_and_query.map_or("/", |p| p.as_str()))
-            .build()
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        // The parts are shared, not copied or parsed again.
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.base.uri().scheme().cloned().unwrap_or(Scheme::HTTP));
+        parts.authority = Some(self.base.authority().clone());
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Ok(Uri::from_parts(parts)?)
     }
 }
 
