@@ -21,7 +21,8 @@ use super::activity::Activity;
 use super::authority::{AuthorityError, check_authority};
 use super::identity::{ConnectionHeaders, IdentityHeaders};
 use super::metrics::{ProxyMetrics, Side};
-use super::upstream::Upstream;
+use super::pool::UpstreamBody;
+use super::upstream::{Upstream, UpstreamError};
 use crate::audit::{AuditLog, ConnectionFields, RequestFields};
 
 /// What every connection of the proxy shares.
@@ -80,7 +81,7 @@ async fn forward(
     conn: &ConnectionInfo,
     request: Request<Incoming>,
     record: &mut RequestRecord,
-) -> Result<Response<Incoming>, Failure> {
+) -> Result<Response<UpstreamBody>, Failure> {
     let (mut parts, body) = request.into_parts();
     if parts.method == http::Method::CONNECT {
         return Err(Failure::new(
@@ -126,7 +127,7 @@ async fn forward(
     let started = Instant::now();
     let result = tokio::time::timeout(
         shared.upstream.response_timeout(),
-        shared.upstream.client().request(upstream_request),
+        shared.upstream.send(upstream_request),
     )
     .await;
     let upstream_time = started.elapsed();
@@ -141,10 +142,9 @@ async fn forward(
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => {
             shared.metrics.upstream_errors.inc();
-            let kind = if e.is_connect() {
-                FailureKind::UpstreamUnreachable
-            } else {
-                FailureKind::UpstreamFailed
+            let kind = match e {
+                UpstreamError::Connect(_) => FailureKind::UpstreamUnreachable,
+                UpstreamError::Exchange(_) => FailureKind::UpstreamFailed,
             };
             Err(Failure::new(
                 kind,
