@@ -188,7 +188,18 @@ async fn swapped_in_crl_refuses_new_connections_and_closes_open_ones() {
         Some(rustls::AlertDescription::CertificateRevoked)
     );
 
-    // The connection that was open is closed, not served further.
+    // Open connections are re-checked in the background; once that has run,
+    // the connection that was open is closed, not served further.
+    let metrics = proxy.metrics.clone();
+    assert!(
+        common::eventually(|| {
+            metrics
+                .connections_closed_by_trust_change
+                .get(RefusalReason::Revoked)
+                == 1
+        })
+        .await
+    );
     let _ = open.write_all(keep_alive.as_bytes()).await;
     let read = tokio::time::timeout(Duration::from_secs(30), open.read(&mut buf))
         .await

@@ -16,9 +16,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::activity::{Activity, Deadlines, Expiry, MonitoredIo};
-use super::identity::ClientIdentity;
+use super::identity::{ClientIdentity, ConnectionHeaders};
 use super::live::LiveConnections;
 use super::service::{ConnectionInfo, ErrorChain, Shared, handle};
+use super::supervised::{Ended, Supervised};
+use crate::audit::ConnectionFields;
 use crate::config::LimitsConfig;
 use crate::tls::{RefusalReason, SharedTlsState, TlsState};
 
@@ -103,7 +105,13 @@ pub(crate) async fn serve_connection(
     let info = Arc::new(ConnectionInfo {
         peer,
         local_port: local.port(),
-        identity,
+        headers: ConnectionHeaders::new(&identity, peer.ip()),
+        audit: ConnectionFields::new(
+            peer,
+            &identity.subject,
+            &identity.serial,
+            &identity.fingerprint,
+        ),
         activity: activity.clone(),
     });
     let io = TokioIo::new(MonitoredIo::new(stream, activity.clone()));
@@ -147,6 +155,13 @@ pub(crate) async fn serve_connection(
     }
 }
 
+/// What ends a connection before it ends by itself.
+enum Stop {
+    Revoked,
+    Expired(Expiry),
+    Shutdown,
+}
+
 /// Runs `conn` until it ends, its deadline passes, its certificate is no
 /// longer admitted (then at once) or shutdown (then gracefully, for at most
 /// `limits.shutdown_grace`).
@@ -161,14 +176,22 @@ async fn drive<C>(
     C: GracefulConnection<Error = hyper::Error>,
 {
     tokio::pin!(conn);
-    let result = tokio::select! {
-        biased;
+    let stop = async {
+        tokio::select! {
+            biased;
+            () = revoked.cancelled() => Stop::Revoked,
+            expiry = activity.expired() => Stop::Expired(expiry),
+            () = shutdown.cancelled() => Stop::Shutdown,
+        }
+    };
+    let ended = Supervised::new(conn.as_mut(), stop).await;
+    let result = match ended {
+        Ended::Completed(result) => result,
         // Dropping the connection closes the socket and abandons requests in
         // progress: a revoked certificate gets no further byte.
-        () = revoked.cancelled() => return,
-        result = conn.as_mut() => result,
-        expiry = activity.expired() => return log_expiry(ctx, peer, expiry),
-        () = shutdown.cancelled() => {
+        Ended::Stopped(Stop::Revoked) => return,
+        Ended::Stopped(Stop::Expired(expiry)) => return log_expiry(ctx, peer, expiry),
+        Ended::Stopped(Stop::Shutdown) => {
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(ctx.limits.shutdown_grace, conn.as_mut()).await {
                 Ok(result) => result,

@@ -174,6 +174,24 @@ fn rfc3339_utc(time: &time::OffsetDateTime) -> String {
     )
 }
 
+/// The headers that stay the same for every request of one connection: the
+/// certificate's, `X-Forwarded-For` and `X-Forwarded-Proto`, encoded once
+/// when the client is verified.
+#[derive(Clone, Debug)]
+pub struct ConnectionHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl ConnectionHeaders {
+    /// The headers for a client at `client_ip` with `identity`.
+    pub fn new(identity: &ClientIdentity, client_ip: IpAddr) -> Self {
+        let ip = HeaderValue::try_from(client_ip.to_canonical().to_string())
+            .expect("an IP address is ASCII");
+        let mut headers = identity.headers.clone();
+        headers.push((FORWARDED_FOR.clone(), ip));
+        headers.push((FORWARDED_PROTO.clone(), HeaderValue::from_static("https")));
+        Self(headers)
+    }
+}
+
 /// The shared secret, never printed.
 #[derive(Clone)]
 struct Secret(HeaderValue);
@@ -267,22 +285,17 @@ impl IdentityHeaders {
         }
     }
 
-    /// Sets the identity headers for `identity`, a client at `client_ip` that
-    /// addressed the proxy as `host`. Call after [`Self::strip`].
+    /// Sets the identity headers of a request on `connection` that addressed
+    /// the proxy as `host`, each once. Call after [`Self::strip`].
     pub fn apply(
         &self,
         headers: &mut HeaderMap,
-        identity: &ClientIdentity,
-        client_ip: IpAddr,
+        connection: &ConnectionHeaders,
         host: &HeaderValue,
     ) {
-        for (name, value) in &identity.headers {
+        for (name, value) in &connection.0 {
             headers.insert(name.clone(), value.clone());
         }
-        let ip = HeaderValue::try_from(client_ip.to_canonical().to_string())
-            .expect("an IP address is ASCII");
-        headers.insert(FORWARDED_FOR.clone(), ip);
-        headers.insert(FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
         headers.insert(FORWARDED_HOST.clone(), host.clone());
         headers.insert(self.secret_name.clone(), self.secret.0.clone());
     }
@@ -411,6 +424,60 @@ mod tests {
         headers().strip(&mut map);
         assert_eq!(map.len(), 1);
         assert!(map.contains_key("cookie"));
+    }
+
+    fn leaf_identity() -> ClientIdentity {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Dr. Nord");
+        let cert = params.self_signed(&key).unwrap();
+        ClientIdentity::from_chain(&[cert.der().clone()]).unwrap()
+    }
+
+    #[test]
+    fn apply_replaces_client_values_and_sets_each_identity_header_once() {
+        let rules = headers();
+        let identity = leaf_identity();
+        let client: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        let connection = ConnectionHeaders::new(&identity, client);
+        let host = HeaderValue::from_static("befund.example");
+
+        // The same connection's values serve every request unchanged.
+        for _request in 0..2 {
+            let mut map = HeaderMap::new();
+            map.append(
+                "x-client-cert-subject",
+                HeaderValue::from_static("CN=forged"),
+            );
+            map.append("x_forwarded_for", HeaderValue::from_static("10.0.0.1"));
+            map.append("accept", HeaderValue::from_static("*/*"));
+            rules.strip(&mut map);
+            rules.apply(&mut map, &connection, &host);
+
+            let single = |name: &HeaderName| {
+                let values: Vec<_> = map.get_all(name).iter().collect();
+                assert_eq!(values.len(), 1, "{name}: {values:?}");
+                values[0].to_str().unwrap().to_owned()
+            };
+            assert_eq!(single(&SUBJECT), identity.subject);
+            assert_eq!(single(&ISSUER), identity.issuer);
+            assert_eq!(single(&SERIAL), identity.serial);
+            assert_eq!(single(&FINGERPRINT), identity.fingerprint);
+            assert_eq!(single(&NOT_AFTER), identity.not_after);
+            assert!(single(&CLIENT_CERT).starts_with(':'));
+            assert_eq!(single(&FORWARDED_FOR), "198.51.100.7");
+            assert_eq!(single(&FORWARDED_PROTO), "https");
+            assert_eq!(single(&FORWARDED_HOST), "befund.example");
+            let secret = map.get(rules.secret_header()).unwrap();
+            assert!(secret.is_sensitive());
+            assert_eq!(secret, "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t");
+            assert!(!map.contains_key("x_forwarded_for"));
+            assert!(!map.contains_key(&CLIENT_CERT_CHAIN));
+            assert_eq!(map.get("accept").unwrap(), "*/*");
+            assert_eq!(map.len(), 11);
+        }
     }
 
     #[test]

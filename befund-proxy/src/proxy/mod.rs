@@ -14,7 +14,9 @@ mod crl_watch;
 pub mod identity;
 pub mod live;
 pub mod metrics;
+mod pool;
 mod service;
+mod supervised;
 pub mod upstream;
 
 use std::future::Future;
@@ -32,6 +34,7 @@ use self::connection::{ConnectionContext, serve_connection};
 pub use self::identity::{ClientIdentity, IdentityHeaders};
 pub use self::live::LiveConnections;
 pub use self::metrics::{ProxyMetrics, Side};
+pub use self::pool::{PooledBody, UpstreamBody};
 use self::service::Shared;
 pub use self::upstream::Upstream;
 use crate::audit::AuditLog;

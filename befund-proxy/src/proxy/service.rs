@@ -12,17 +12,18 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::activity::Activity;
 use super::authority::{AuthorityError, check_authority};
-use super::identity::{ClientIdentity, IdentityHeaders};
+use super::identity::{ConnectionHeaders, IdentityHeaders};
 use super::metrics::{ProxyMetrics, Side};
-use super::upstream::Upstream;
-use crate::audit::{AuditLog, AuditRecord, timestamp};
+use super::pool::UpstreamBody;
+use super::upstream::{Upstream, UpstreamError};
+use crate::audit::{AuditLog, ConnectionFields, RequestFields};
 
 /// What every connection of the proxy shares.
 #[derive(Debug)]
@@ -34,12 +35,14 @@ pub(crate) struct Shared {
     pub metrics: Arc<ProxyMetrics>,
 }
 
-/// One verified client connection.
+/// One verified client connection, with what its requests share prepared
+/// once: the identity headers and the audit line's connection members.
 #[derive(Debug)]
 pub(crate) struct ConnectionInfo {
     pub peer: SocketAddr,
     pub local_port: u16,
-    pub identity: ClientIdentity,
+    pub headers: ConnectionHeaders,
+    pub audit: ConnectionFields,
     pub activity: Arc<Activity>,
 }
 
@@ -78,7 +81,7 @@ async fn forward(
     conn: &ConnectionInfo,
     request: Request<Incoming>,
     record: &mut RequestRecord,
-) -> Result<Response<Incoming>, Failure> {
+) -> Result<Response<UpstreamBody>, Failure> {
     let (mut parts, body) = request.into_parts();
     if parts.method == http::Method::CONNECT {
         return Err(Failure::new(
@@ -113,7 +116,7 @@ async fn forward(
     shared.identity_headers.strip(&mut headers);
     shared
         .identity_headers
-        .apply(&mut headers, &conn.identity, conn.peer.ip(), &host);
+        .apply(&mut headers, &conn.headers, &host);
 
     let mut upstream_request = Request::new(body);
     *upstream_request.method_mut() = parts.method;
@@ -124,7 +127,7 @@ async fn forward(
     let started = Instant::now();
     let result = tokio::time::timeout(
         shared.upstream.response_timeout(),
-        shared.upstream.client().request(upstream_request),
+        shared.upstream.send(upstream_request),
     )
     .await;
     let upstream_time = started.elapsed();
@@ -139,10 +142,9 @@ async fn forward(
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => {
             shared.metrics.upstream_errors.inc();
-            let kind = if e.is_connect() {
-                FailureKind::UpstreamUnreachable
-            } else {
-                FailureKind::UpstreamFailed
+            let kind = match e {
+                UpstreamError::Connect(_) => FailureKind::UpstreamUnreachable,
+                UpstreamError::Exchange(_) => FailureKind::UpstreamFailed,
             };
             Err(Failure::new(
                 kind,
@@ -180,32 +182,43 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// The standard hop-by-hop headers.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
 /// Removes the headers that describe one connection rather than the message:
 /// those `Connection` lists and the standard hop-by-hop headers.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    // One pass over the names present instead of a lookup for each name
+    // that might be: most messages carry none or only `Connection`.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
         .collect();
-    for name in listed {
+    if doomed.is_empty() {
+        return;
+    }
+    doomed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
+    for name in doomed {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,7 +301,7 @@ impl Failure {
     fn log(&self, peer: SocketAddr, record: &RequestRecord) {
         let side = self.side.as_str();
         let detail = &self.detail;
-        let (method, path) = (&record.method, &record.path);
+        let (method, path) = (&record.method, record.uri.path());
         match self.kind {
             FailureKind::BadRequest | FailureKind::MethodNotAllowed | FailureKind::Misdirected => {
                 tracing::warn!(%peer, side, %method, %path, %detail, "request refused");
@@ -333,8 +346,9 @@ fn millis(d: std::time::Duration) -> f64 {
 pub(crate) struct RequestRecord {
     time: SystemTime,
     started: Instant,
-    method: String,
-    path: String,
+    method: Method,
+    /// The request target; the audit line takes its path.
+    uri: Uri,
     version: &'static str,
     status: u16,
     upstream_ms: Option<f64>,
@@ -346,8 +360,8 @@ impl RequestRecord {
         Self {
             time: SystemTime::now(),
             started: Instant::now(),
-            method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
             version: match request.version() {
                 Version::HTTP_2 => "HTTP/2.0",
                 Version::HTTP_10 => "HTTP/1.0",
@@ -393,29 +407,28 @@ impl Done {
             conn,
             record,
         } = self;
-        let identity = &conn.identity;
         let duration = record.started.elapsed();
         shared.metrics.responses.record(record.status);
         shared
             .metrics
             .request_duration
             .observe(duration.as_secs_f64());
-        shared.audit.record(&AuditRecord {
-            time: timestamp(record.time),
-            client: conn.peer,
-            subject: &identity.subject,
-            serial: &identity.serial,
-            fingerprint: &identity.fingerprint,
-            method: &record.method,
-            path: &record.path,
-            version: record.version,
-            status: record.status,
-            bytes,
-            duration_ms: millis(duration),
-            upstream_ms: record.upstream_ms,
-            error_side: record.error_side.map(Side::as_str),
-        });
-        tracing::debug!(peer = %conn.peer, method = %record.method, path = %record.path, status = record.status, bytes, "request done");
+        let path = record.uri.path();
+        shared.audit.record(
+            &conn.audit,
+            &RequestFields {
+                time: record.time,
+                method: record.method.as_str(),
+                path,
+                version: record.version,
+                status: record.status,
+                bytes,
+                duration_ms: millis(duration),
+                upstream_ms: record.upstream_ms,
+                error_side: record.error_side.map(Side::as_str),
+            },
+        );
+        tracing::debug!(peer = %conn.peer, method = %record.method, path, status = record.status, bytes, "request done");
         conn.activity.request_finished();
     }
 }
@@ -497,6 +510,36 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_without_a_connection_header_too() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("Proxy-Connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic eA=="),
+        );
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1"));
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), [header::COOKIE]);
+    }
+
+    #[test]
+    fn message_without_hop_by_hop_headers_is_left_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        let before = headers.clone();
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
     }
 
     #[test]

@@ -1,26 +1,48 @@
-//! The pooled HTTP/1.1 client to the Befundserver (plain http, or https
-//! verified against `[upstream] ca` with an optional client certificate).
+//! The HTTP/1.1 client to the Befundserver (plain http, or https verified
+//! against `[upstream] ca` with an optional client certificate), with its
+//! pool of kept-alive connections ([`super::pool`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Uri;
+use http::header::{HOST, HeaderValue};
+use http::uri::{Parts, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::{ClientConfig, RootCertStore};
+use tower_service::Service as _;
 
+use super::pool::{Pool, Sender, UpstreamBody};
 use crate::config::{Config, ConfigError, UpstreamScheme, UpstreamUrl};
 use crate::tls::crypto_provider;
 use crate::tls::files::ConfigFile;
 
-/// The connection pool to the Befundserver.
+/// Why an exchange with the Befundserver failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (TCP or TLS).
+    #[error("cannot connect to the befundserver: {0}")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed while sending the request or receiving the
+    /// response head.
+    #[error("exchange with the befundserver failed: {0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+/// The client to the Befundserver.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    connector: HttpsConnector<HttpConnector>,
+    pool: Arc<Pool>,
     base: UpstreamUrl,
+    /// `scheme://authority`, what the connector connects to.
+    origin: Uri,
+    /// The `Host` of requests: the URL's host, and its port unless it is the
+    /// scheme's default.
+    host: HeaderValue,
     response_timeout: Duration,
 }
 
@@ -40,21 +62,29 @@ impl Upstream {
             UpstreamScheme::Https => builder.https_only().enable_http1().wrap_connector(http),
             UpstreamScheme::Http => builder.https_or_http().enable_http1().wrap_connector(http),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(upstream.pool_max_idle)
-            .pool_idle_timeout(upstream.pool_idle_timeout)
-            .build(connector);
+        let base = upstream.url.clone();
+        let mut origin = Parts::default();
+        origin.scheme = Some(base.uri().scheme().cloned().unwrap_or(Scheme::HTTP));
+        origin.authority = Some(base.authority().clone());
+        origin.path_and_query = Some(PathAndQuery::from_static("/"));
+        let origin = Uri::from_parts(origin).map_err(|e| ConfigError::Invalid {
+            path: config.source.clone(),
+            key: "upstream.url".into(),
+            problem: format!("not usable as the Befundserver's origin: {e}"),
+        })?;
+        let host = host_header(&origin).map_err(|e| ConfigError::Invalid {
+            path: config.source.clone(),
+            key: "upstream.url".into(),
+            problem: format!("its host is not a valid Host header: {e}"),
+        })?;
         Ok(Self {
-            client,
-            base: upstream.url.clone(),
+            connector,
+            pool: Pool::new(upstream.pool_max_idle, upstream.pool_idle_timeout),
+            base,
+            origin,
+            host,
             response_timeout: upstream.response_timeout,
         })
-    }
-
-    /// The client, for sending requests.
-    pub fn client(&self) -> &Client<HttpsConnector<HttpConnector>, Incoming> {
-        &self.client
     }
 
     /// The Befundserver's `host:port` (the scheme's port when the URL has
@@ -74,16 +104,90 @@ impl Upstream {
     }
 
     /// The Befundserver URL for a client's `path_and_query`.
-    pub fn uri_for(
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        // The parts are shared, not copied or parsed again.
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.base.uri().scheme().cloned().unwrap_or(Scheme::HTTP));
+        parts.authority = Some(self.base.authority().clone());
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    /// Sends `request` (its URI from [`Self::uri_for`]) on an idle connection,
+    /// or on a new one, with the Befundserver's `Host`. A request that a
+    /// reused connection closed before sending goes out on another one.
+    pub async fn send(
         &self,
-        path_and_query: Option<&http::uri::PathAndQuery>,
-    ) -> Result<Uri, http::Error> {
-        let base = self.base.uri();
-        Uri::builder()
-            .scheme(base.scheme_str().unwrap_or("http"))
-            .authority(self.base.authority().clone())
-            .path_and_query(path_and_query.map_or("/", |p| p.as_str()))
-            .build()
+        mut request: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        origin_form(request.uri_mut());
+        request.headers_mut().insert(HOST, self.host.clone());
+        loop {
+            let (mut sender, reused) = match self.pool.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let pool = self.pool.clone();
+                    return Ok(response.map(|body| UpstreamBody::new(body, sender, pool)));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(UpstreamError::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Opens a connection and starts its task.
+    async fn connect(&self) -> Result<Sender, UpstreamError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(UpstreamError::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(side = "upstream", error = %error, "befundserver connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The request target as sent to an origin server: path and query only.
+fn origin_form(uri: &mut Uri) {
+    let mut parts = Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    *uri = Uri::from_parts(parts).unwrap_or_default();
+}
+
+/// `host`, or `host:port` for a port other than the scheme's default.
+fn host_header(origin: &Uri) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let host = origin.host().unwrap_or_default();
+    let default_port = if origin.scheme() == Some(&Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    match origin.port_u16() {
+        Some(port) if port != default_port => HeaderValue::try_from(format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
     }
 }
 
@@ -126,5 +230,41 @@ fn client_tls_config(config: &Config) -> Result<ClientConfig, ConfigError> {
             })
         }
         _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_names_the_port_only_when_it_is_not_the_default() {
+        for (origin, host) in [
+            ("http://befundserver.lab/", "befundserver.lab"),
+            ("http://befundserver.lab:80/", "befundserver.lab"),
+            ("http://10.20.0.5:8080/", "10.20.0.5:8080"),
+            ("https://befundserver.lab:443/", "befundserver.lab"),
+            ("https://befundserver.lab:8443/", "befundserver.lab:8443"),
+            ("https://[2001:db8::5]:8443/", "[2001:db8::5]:8443"),
+        ] {
+            let origin: Uri = origin.parse().unwrap();
+            assert_eq!(host_header(&origin).unwrap(), host, "{origin}");
+        }
+    }
+
+    #[test]
+    fn origin_form_keeps_path_and_query_only() {
+        for (absolute, target) in [
+            (
+                "http://befundserver.lab:8080/befunde?id=4711",
+                "/befunde?id=4711",
+            ),
+            ("http://befundserver.lab:8080/", "/"),
+            ("http://befundserver.lab:8080", "/"),
+        ] {
+            let mut uri: Uri = absolute.parse().unwrap();
+            origin_form(&mut uri);
+            assert_eq!(uri, target);
+        }
     }
 }
