@@ -46,7 +46,7 @@ use crate::{
         attach::{self, XdpState},
         interface,
     },
-    notify,
+    notify, open_files,
     pidfile::{PidFile, PidFileError},
     privileges::{self, PrivilegeError},
     proxy::{BoundProxy, Proxy, ProxyError},
@@ -121,6 +121,7 @@ struct Parts {
 /// A [`DaemonError`] from start-up. Errors during a reload are logged and the
 /// daemon keeps running with the previous state.
 pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
+    raise_open_file_limit(&config);
     let pid_file = take_pid_file(&config)?;
     refuse_admin_on_wan(&config)?;
     let proxy = Proxy::load(&config)?;
@@ -159,6 +160,36 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
         _pid_file: pid_file,
     };
     runtime.block_on(serve(config_path, parts))
+}
+
+/// Raises the soft limit on open files to the hard limit, and warns if even
+/// that is too low for `limits.max_connections`: connections beyond it would
+/// fail at accept.
+fn raise_open_file_limit(config: &Config) {
+    let limit = match open_files::raise_soft_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "keeping the open-file limit the daemon started with");
+            return;
+        }
+    };
+    if limit.now > limit.before {
+        info!(
+            from = limit.before,
+            to = limit.now,
+            "open-file limit raised to the hard limit"
+        );
+    }
+    let max_connections = config.limits.max_connections.get();
+    if let Some(needed) = open_files::shortfall(limit.now, max_connections) {
+        warn!(
+            limit = limit.now,
+            needed,
+            max_connections,
+            "the open-file limit is too low for limits.max_connections; raise LimitNOFILE= in \
+             the systemd unit (or the hard limit) or lower limits.max_connections"
+        );
+    }
 }
 
 /// Takes the pid file. Another daemon holding it stops the start; a pid file

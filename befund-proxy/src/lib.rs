@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod firewall;
 pub mod logging;
 pub mod notify;
+pub mod open_files;
 pub mod pidfile;
 pub mod privileges;
 pub mod proxy;

@@ -20,7 +20,8 @@ enum Target {
     /// The mTLS proxy against nginx with the same certificates, TLS settings,
     /// identity headers, audit logging and upstream, driven by the same load
     /// tool through the WAN filter (needs root): requests per second and p99
-    /// latency on keep-alive connections and with a new handshake per request.
+    /// latency on keep-alive connections and with a new handshake per request,
+    /// and memory while holding 10,000 idle mTLS connections.
     Proxy(proxy::Options),
 }
 

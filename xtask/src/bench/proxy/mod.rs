@@ -9,19 +9,23 @@
 //! certificate, and then drives both with the same tool and parameters:
 //! requests on kept-alive connections, and a new TLS handshake with client
 //! certificate for every request. The order alternates between rounds so
-//! neither side always runs first.
+//! neither side always runs first. Before the load, each proxy in turn is
+//! made to hold many idle mTLS connections while the bench reads its memory.
 //!
 //! It is a measurement: figures below the goals are reported, not failed.
-//! It fails when a request fails (TLS error, timeout, status other than
-//! 2xx) or a server dies. Everything it started or created is removed at the
+//! It fails when a request or connection fails (TLS error, timeout, status
+//! other than 2xx, an idle connection closed early) or a server dies. Everything it started or created is removed at the
 //! end, after an error and on Ctrl-C too.
 
 mod cpu;
+mod idle;
 mod interrupt;
 mod lab;
 mod load;
+mod memory;
 mod pki;
 mod preflight;
+mod processes;
 mod report;
 mod servers;
 mod tools;
@@ -31,10 +35,11 @@ use std::{path::PathBuf, process::Command};
 use anyhow::{Result, bail};
 
 use self::{
+    idle::{IdleDriver, IdleOutcome},
     lab::Lab,
     load::{Load, Scenario},
     report::{Machine, Run},
-    servers::Proxy,
+    servers::{Capacity, Proxy},
     tools::Tools,
 };
 use crate::command::{self, output, workspace_root};
@@ -51,7 +56,12 @@ pub struct Options {
     /// alternating from round to round.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
     rounds: u32,
-    /// A smoke run for CI: 3 s per run, one round, 1 s warm-up.
+    /// Idle mTLS connections each proxy holds while its memory is read
+    /// [default: 10000; 500 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    idle_connections: Option<u32>,
+    /// A smoke run for CI: 3 s per run, one round, 1 s warm-up, 500 idle
+    /// connections.
     #[arg(long)]
     quick: bool,
     /// Measure this befund-proxy binary instead of building one, e.g. a
@@ -60,11 +70,18 @@ pub struct Options {
     proxy_bin: Option<PathBuf>,
 }
 
+/// Idle connections per proxy by default: the number the memory goal is
+/// stated for.
+const IDLE_CONNECTIONS: u32 = report::IDLE_GOAL_CONNECTIONS;
+/// Idle connections per proxy with `--quick`.
+const QUICK_IDLE_CONNECTIONS: u32 = 500;
+
 /// What to run, after `--quick` is applied.
 struct Plan {
     load: Load,
     rounds: usize,
     warm_up: Load,
+    idle_connections: u32,
 }
 
 impl Plan {
@@ -74,6 +91,11 @@ impl Plan {
         } else {
             (options.seconds, options.rounds as usize, 3)
         };
+        let idle_connections = options.idle_connections.unwrap_or(if options.quick {
+            QUICK_IDLE_CONNECTIONS
+        } else {
+            IDLE_CONNECTIONS
+        });
         let load = Load {
             seconds,
             connections: options.connections,
@@ -85,6 +107,7 @@ impl Plan {
                 seconds: warm_up,
                 ..load
             },
+            idle_connections,
         }
     }
 }
@@ -93,6 +116,7 @@ impl Plan {
 struct Binaries {
     befund_proxy: PathBuf,
     befundctl: PathBuf,
+    idle_clients: PathBuf,
 }
 
 pub fn run(options: &Options) -> Result<()> {
@@ -100,6 +124,7 @@ pub fn run(options: &Options) -> Result<()> {
     if output(Command::new("id").arg("-u")).map(|uid| uid.trim() != "0")? {
         bail!("the proxy bench needs root (network namespaces, XDP); run it as root");
     }
+    check_open_files(plan.idle_connections, open_file_hard_limit()?)?;
     crate::setup::run()?;
     let tools = tools::install()?;
     let mut binaries = build()?;
@@ -123,9 +148,10 @@ pub fn run(options: &Options) -> Result<()> {
         lab.keep_dir();
     }
     drop(lab);
-    let runs = result?;
+    let (idle, runs) = result?;
 
     println!("\n{}", report::render(&runs));
+    println!("{}", report::render_idle(&idle[0], &idle[1]));
     println!(
         "load average (1 min): {} at the start, {} at the end",
         machine.load_at_start,
@@ -143,10 +169,19 @@ fn build() -> Result<Binaries> {
         "befund-proxy",
         "--bins",
     ]))?;
+    command::run(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "befund-tests",
+        "--bin",
+        "idle-clients",
+    ]))?;
     let dir = root.join("target/release");
     Ok(Binaries {
         befund_proxy: dir.join("befund-proxy"),
         befundctl: dir.join("befundctl"),
+        idle_clients: dir.join("idle-clients"),
     })
 }
 
@@ -174,6 +209,10 @@ fn print_header(machine: &Machine, tools: &Tools, plan: &Plan, binaries: &Binari
          both proxies and the upstream share the machine's CPUs",
         plan.load.connections, plan.load.seconds, plan.rounds
     );
+    println!(
+        "idle scenario: {} mTLS connections held by each proxy in turn, befund-proxy first",
+        plan.idle_connections
+    );
 }
 
 fn measure(
@@ -182,9 +221,27 @@ fn measure(
     tools: &Tools,
     plan: &Plan,
     workers: usize,
-) -> Result<Vec<Run>> {
+) -> Result<([IdleOutcome; 2], Vec<Run>)> {
     let pki = pki::Pki::issue(&binaries.befundctl, &lab.dir)?;
-    servers::start_all(lab, &pki, &binaries.befund_proxy, workers)?;
+    let capacity = Capacity {
+        workers,
+        max_connections: plan.idle_connections + servers::CONNECTION_MARGIN,
+        open_files: open_file_hard_limit()?,
+    };
+    servers::start_all(lab, &pki, &binaries.befund_proxy, capacity)?;
+    preflight::check(lab, &pki)?;
+
+    // Memory first, while both proxies have served only the checks: the
+    // baselines are then those of a freshly started proxy.
+    let idle_driver = IdleDriver {
+        client: &binaries.idle_clients,
+        pki: &pki,
+    };
+    let idle = [
+        idle_driver.run(lab, Proxy::Ours, plan.idle_connections)?,
+        idle_driver.run(lab, Proxy::Nginx, plan.idle_connections)?,
+    ];
+    // Both serve again once the idle connections are gone.
     preflight::check(lab, &pki)?;
 
     let driver = load::Driver {
@@ -218,7 +275,32 @@ fn measure(
             count_lines(&proxy.audit_log(lab))
         );
     }
-    Ok(runs)
+    Ok((idle, runs))
+}
+
+/// Open files each process of the idle scenario (the client and both
+/// proxies) needs besides one per idle connection: upstream connections,
+/// listeners, the filter's maps, logs.
+const SPARE_FILES: u64 = 512;
+
+/// This process's hard limit on open files, which the client and both
+/// proxies inherit. Raising it needs CAP_SYS_RESOURCE, which the bench
+/// does not assume.
+fn open_file_hard_limit() -> Result<u64> {
+    Ok(processes::open_file_limit(std::process::id())?.1)
+}
+
+/// Fails unless `hard` allows `idle_connections` plus spare descriptors.
+fn check_open_files(idle_connections: u32, hard: u64) -> Result<()> {
+    let needed = u64::from(idle_connections) + SPARE_FILES;
+    if hard < needed {
+        bail!(
+            "{idle_connections} idle connections need an open-file limit of at least {needed}, \
+             but the hard limit here is {hard}; raise it (ulimit -Hn {needed}, as root with \
+             CAP_SYS_RESOURCE) or pass a smaller --idle-connections"
+        );
+    }
+    Ok(())
 }
 
 /// Which proxy goes first: alternates with every scenario and round.
@@ -240,7 +322,45 @@ fn count_lines(path: &std::path::Path) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))?;
+        Ok(Plan::new(&cli.options))
+    }
+
+    #[test]
+    fn idle_connections_default_to_the_goal_and_to_500_when_quick() {
+        assert_eq!(plan(&[]).unwrap().idle_connections, 10_000);
+        assert_eq!(plan(&["--quick"]).unwrap().idle_connections, 500);
+        let both = plan(&["--quick", "--idle-connections", "2000"]).unwrap();
+        assert_eq!(both.idle_connections, 2000);
+    }
+
+    #[test]
+    fn hard_open_file_limit_below_the_idle_connections_stops_the_bench_early() {
+        assert!(check_open_files(10_000, 20_000).is_ok());
+        let err = check_open_files(20_000, 20_000).unwrap_err().to_string();
+        assert!(
+            err.starts_with("20000 idle connections need an open-file limit of at least 20512"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn idle_connections_are_bounded() {
+        assert!(plan(&["--idle-connections", "50000"]).is_ok());
+        assert!(plan(&["--idle-connections", "50001"]).is_err());
+        assert!(plan(&["--idle-connections", "0"]).is_err());
+    }
 
     #[test]
     fn each_side_goes_first_equally_often_over_two_rounds() {

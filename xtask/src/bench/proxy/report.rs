@@ -4,7 +4,9 @@
 use std::{fmt::Write as _, process::Command};
 
 use super::{
+    idle::{IN_FLIGHT, IdleOutcome, SETTLE},
     load::{Outcome, Scenario},
+    memory::{self, Memory},
     servers::Proxy,
 };
 use crate::command::output;
@@ -14,6 +16,12 @@ use crate::command::output;
 pub const KEEP_ALIVE_GOAL: f64 = 1.3;
 /// New handshake per request: this many times nginx's handshakes per second.
 pub const HANDSHAKE_GOAL: f64 = 1.2;
+
+/// befund-proxy's RSS while it holds [`IDLE_GOAL_CONNECTIONS`] idle mTLS
+/// connections must stay below this many MiB.
+pub const IDLE_GOAL_MIB: f64 = 200.0;
+/// The number of idle connections the memory goal is stated for.
+pub const IDLE_GOAL_CONNECTIONS: u32 = 10_000;
 
 /// The machine the bench ran on.
 pub struct Machine {
@@ -202,9 +210,160 @@ pub fn render(runs: &[Run]) -> String {
     out
 }
 
+/// The idle-connections table: memory of both proxies before and while
+/// holding the connections and after closing them, the ratio and the goal.
+pub fn render_idle(ours: &IdleOutcome, nginx: &IdleOutcome) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "idle mTLS connections: {} per proxy, each after one HTTP/1.1 keep-alive request, \
+         opened {IN_FLIGHT} at a time, memory read {} s after the last one turned idle",
+        ours.connections,
+        SETTLE.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:<20} {:>11} {:>11} {:>9} {:>11} {:>12} {:>10}",
+        "proxy",
+        "processes",
+        "RSS held",
+        "baseline",
+        "KiB/conn",
+        "PSS held",
+        "after close",
+        "opened in"
+    );
+    for o in [ours, nginx] {
+        let _ = writeln!(
+            out,
+            "{:<14} {:<20} {:>7.1} MiB {:>7.1} MiB {:>9.1} {:>7.1} MiB {:>8.1} MiB {:>8.1} s",
+            o.proxy.name(),
+            processes(&o.held),
+            o.held.rss_mib(),
+            o.baseline.rss_mib(),
+            memory::per_connection_kib(o.baseline, o.held, o.connections),
+            o.held.pss_mib(),
+            o.released.rss_mib(),
+            o.open_seconds
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<14} {:<20} {:>10.2}x {:>11} {:>8.2}x {:>10.2}x",
+        "ours/nginx",
+        "",
+        ours.held.rss_mib() / nginx.held.rss_mib(),
+        "",
+        memory::per_connection_kib(ours.baseline, ours.held, ours.connections)
+            / memory::per_connection_kib(nginx.baseline, nginx.held, nginx.connections),
+        ours.held.pss_mib() / nginx.held.pss_mib()
+    );
+    let _ = writeln!(out, "{}", idle_verdict(ours));
+    let _ = writeln!(
+        out,
+        "RSS: VmRSS from /proc/PID/status; for nginx the sum over its master and workers, which \
+         counts the pages they share in each (PSS divides them). KiB/conn: (RSS held - \
+         baseline) / connections"
+    );
+    out
+}
+
+/// "1 process" or "master + N workers".
+fn processes(memory: &Memory) -> String {
+    match memory.processes {
+        1 => "1 process".to_owned(),
+        n => format!("master + {} workers", n.saturating_sub(1)),
+    }
+}
+
+/// The goal line of the idle scenario. The goal is stated for
+/// [`IDLE_GOAL_CONNECTIONS`]; fewer connections (`--quick`) cannot show it.
+pub fn idle_verdict(ours: &IdleOutcome) -> String {
+    let rss = ours.held.rss_mib();
+    let n = ours.connections;
+    let goal = format!(
+        "goal: befund-proxy RSS < {IDLE_GOAL_MIB:.0} MiB with {IDLE_GOAL_CONNECTIONS} idle \
+         connections"
+    );
+    let met = rss < IDLE_GOAL_MIB;
+    if n == IDLE_GOAL_CONNECTIONS || (n > IDLE_GOAL_CONNECTIONS && met) {
+        format!("{goal}: {} ({rss:.1} MiB with {n})", met_or_not(met))
+    } else {
+        format!("{goal}: not assessed, {n} connections measured ({rss:.1} MiB)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn idle(proxy: Proxy, connections: u32, baseline_mib: u64, held_mib: u64) -> IdleOutcome {
+        let mib = |m: u64, processes| Memory {
+            rss_kib: m * 1024,
+            pss_kib: m * 1024 * 9 / 10,
+            processes,
+        };
+        let processes = if proxy == Proxy::Ours { 1 } else { 3 };
+        IdleOutcome {
+            proxy,
+            connections,
+            baseline: mib(baseline_mib, processes),
+            held: mib(held_mib, processes),
+            released: mib(baseline_mib + 1, processes),
+            open_seconds: 20.0,
+        }
+    }
+
+    #[test]
+    fn idle_goal_is_met_below_200_mib_at_ten_thousand_connections() {
+        let v = idle_verdict(&idle(Proxy::Ours, 10_000, 10, 199));
+        assert!(v.ends_with(": met (199.0 MiB with 10000)"), "{v}");
+        let v = idle_verdict(&idle(Proxy::Ours, 10_000, 10, 200));
+        assert!(v.ends_with(": NOT met (200.0 MiB with 10000)"), "{v}");
+    }
+
+    #[test]
+    fn idle_goal_is_not_assessed_with_fewer_connections() {
+        let v = idle_verdict(&idle(Proxy::Ours, 500, 10, 12));
+        assert!(
+            v.ends_with("not assessed, 500 connections measured (12.0 MiB)"),
+            "{v}"
+        );
+        // More connections under the limit still show the goal is met.
+        let v = idle_verdict(&idle(Proxy::Ours, 20_000, 10, 150));
+        assert!(v.ends_with(": met (150.0 MiB with 20000)"), "{v}");
+        let v = idle_verdict(&idle(Proxy::Ours, 20_000, 10, 250));
+        assert!(v.contains("not assessed"), "{v}");
+    }
+
+    #[test]
+    fn idle_table_shows_both_proxies_per_connection_growth_and_the_ratio() {
+        let table = render_idle(
+            &idle(Proxy::Ours, 10_000, 10, 110),
+            &idle(Proxy::Nginx, 10_000, 20, 70),
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("idle mTLS connections: 10000 per proxy"),
+            "{table}"
+        );
+        assert!(lines[2].starts_with("befund-proxy   1 process"), "{table}");
+        // (110 - 10) MiB over 10 000 connections.
+        assert!(
+            lines[2].contains("  110.0 MiB    10.0 MiB      10.2 "),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("nginx          master + 2 workers"),
+            "{table}"
+        );
+        // RSS 110/70, growth per connection 100/50.
+        assert!(
+            lines[4].contains("1.57x") && lines[4].contains("2.00x"),
+            "{table}"
+        );
+        assert!(lines[5].contains(": met (110.0 MiB with 10000)"), "{table}");
+    }
 
     fn run(scenario: Scenario, proxy: Proxy, rps: f64, p99_ms: f64) -> Run {
         Run {

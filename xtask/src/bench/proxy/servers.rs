@@ -15,6 +15,7 @@ use anyhow::{Context as _, Result, bail};
 use super::{
     lab::{self, Lab},
     pki::{Pki, SERVER_NAME, path_str},
+    processes,
 };
 
 /// Idle connections each proxy keeps to the upstream, in total: more than
@@ -22,6 +23,20 @@ use super::{
 /// upstream connections while the load runs. nginx's `keepalive` counts per
 /// worker, so each of its workers gets an equal share.
 const UPSTREAM_POOL: u32 = 64;
+
+/// Idle keep-alive timeout of both proxies: longer than opening the idle
+/// scenario's connections, settling and reading memory take, so that no
+/// held connection is closed before it is measured.
+pub const IDLE_TIMEOUT_SECONDS: u32 = 900;
+
+/// Connections each proxy may serve beyond the idle scenario's: the
+/// upstream pool and the checks need a few, and the limit must never be
+/// what closes a connection.
+pub const CONNECTION_MARGIN: u32 = 1024;
+
+/// Soft limit on open files befund-proxy is started with: Linux's and
+/// systemd's default, which the daemon raises to the hard limit itself.
+pub const NOFILE_SOFT_AT_START: u64 = 1024;
 
 /// TLS 1.2 suites of befund-proxy, in its order, in OpenSSL's names.
 const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:\
@@ -78,19 +93,32 @@ impl Proxy {
     }
 }
 
+/// What both proxies are configured for.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacity {
+    /// Worker threads (befund-proxy) and worker processes (nginx).
+    pub workers: usize,
+    /// Connections served at once (befund-proxy's `max_connections`,
+    /// nginx's `worker_connections`, which counts per worker).
+    pub max_connections: u32,
+    /// The hard limit on open files both proxies run with (nginx's
+    /// `worker_rlimit_nofile`); the bench's own, which it cannot raise.
+    pub open_files: u64,
+}
+
 /// Starts the upstream, befund-proxy and nginx, and waits until each accepts
 /// connections.
-pub fn start_all(lab: &mut Lab, pki: &Pki, befund_proxy: &Path, workers: usize) -> Result<()> {
+pub fn start_all(lab: &mut Lab, pki: &Pki, befund_proxy: &Path, capacity: Capacity) -> Result<()> {
     let gateway = lab.gateway_ns.clone();
     let client = lab.client_ns.clone();
 
-    let upstream_conf = write(lab, "upstream.conf", &upstream_config(lab)?)?;
+    let upstream_conf = write(lab, "upstream.conf", &upstream_config(lab, capacity)?)?;
     let cmd = nginx_command(lab, &upstream_conf)?;
     lab.spawn("upstream", cmd)?;
     let upstream: SocketAddr = lab::UPSTREAM.parse()?;
     lab.wait_for_port("the upstream", &gateway, upstream)?;
 
-    let ours_conf = write(lab, "befund.toml", &ours_config(lab, pki)?)?;
+    let ours_conf = write(lab, "befund.toml", &ours_config(lab, pki, capacity)?)?;
     let check = crate::command::output(
         lab.command(&gateway, befund_proxy)
             .args(["check-config", "--config"])
@@ -99,17 +127,49 @@ pub fn start_all(lab: &mut Lab, pki: &Pki, befund_proxy: &Path, workers: usize) 
     if let Err(e) = check {
         bail!("the bench's befund-proxy configuration is invalid: {e:#}");
     }
-    let mut cmd = lab.command(&gateway, befund_proxy);
-    cmd.args(["run", "--config"])
-        .arg(&ours_conf)
-        .env("TOKIO_WORKER_THREADS", workers.to_string());
+    // Started the way systemd starts a service without LimitNOFILE=: a soft
+    // limit of 1024 below a higher hard limit. prlimit replaces itself with
+    // the daemon, so the spawned process id stays the daemon's.
+    let mut cmd = lab.command(&gateway, "prlimit");
+    cmd.arg(format!(
+        "--nofile={NOFILE_SOFT_AT_START}:{}",
+        capacity.open_files
+    ))
+    .arg(befund_proxy)
+    .args(["run", "--config"])
+    .arg(&ours_conf)
+    .env("TOKIO_WORKER_THREADS", capacity.workers.to_string());
     lab.spawn(Proxy::Ours.service(), cmd)?;
     lab.wait_for_port("befund-proxy", &client, Proxy::Ours.addr())?;
+    check_open_file_limit(lab, capacity)?;
 
-    let nginx_conf = write(lab, "nginx.conf", &nginx_config(lab, pki, workers)?)?;
+    let nginx_conf = write(lab, "nginx.conf", &nginx_config(lab, pki, capacity)?)?;
     let cmd = nginx_command(lab, &nginx_conf)?;
     lab.spawn(Proxy::Nginx.service(), cmd)?;
     lab.wait_for_port("nginx", &client, Proxy::Nginx.addr())
+}
+
+/// befund-proxy must have raised its soft limit on open files far enough
+/// for the idle connections; the bench cannot raise it from outside.
+fn check_open_file_limit(lab: &Lab, capacity: Capacity) -> Result<()> {
+    let pid = lab
+        .pid(Proxy::Ours.service())
+        .context("befund-proxy is not running")?;
+    let (soft, _) = processes::open_file_limit(pid)?;
+    let needed = u64::from(capacity.max_connections);
+    if soft < needed {
+        bail!(
+            "befund-proxy runs with an open-file limit of {soft}, below the {needed} the idle \
+             connections need; it was started with {NOFILE_SOFT_AT_START} (hard {}) and should \
+             have raised it to the hard limit",
+            capacity.open_files
+        );
+    }
+    eprintln!(
+        "bench: befund-proxy raised its open-file limit from {NOFILE_SOFT_AT_START} to {soft} \
+         itself"
+    );
+    Ok(())
 }
 
 fn write(lab: &Lab, name: &str, text: &str) -> Result<std::path::PathBuf> {
@@ -139,8 +199,14 @@ fn nginx_command(lab: &Lab, conf: &Path) -> Result<std::process::Command> {
     Ok(cmd)
 }
 
-/// Settings both nginx instances share: foreground, own temp directories.
-fn nginx_main(lab: &Lab, name: &str, workers: usize) -> Result<String> {
+/// Settings both nginx instances share: foreground, own temp directories,
+/// workers and their connection and open-file limits.
+fn nginx_main(lab: &Lab, name: &str, capacity: Capacity) -> Result<String> {
+    let Capacity {
+        workers,
+        max_connections,
+        open_files,
+    } = capacity;
     let prefix = lab.dir.join(format!("{name}-prefix"));
     let prefix = path_str(&prefix)?;
     let error_log = lab.log_path(&format!("{name}-error"));
@@ -150,7 +216,8 @@ master_process on;
 worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {error_log} warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile {open_files};
+events {{ worker_connections {max_connections}; }}
 "#,
         error_log = path_str(&error_log)?,
     ))
@@ -168,7 +235,7 @@ fn temp_paths(lab: &Lab, name: &str) -> Result<String> {
 
 /// The upstream: a fixed small 200 from memory, so that it is never what
 /// limits either proxy. One worker, shared by both proxies' pools.
-fn upstream_config(lab: &Lab) -> Result<String> {
+fn upstream_config(lab: &Lab, capacity: Capacity) -> Result<String> {
     Ok(format!(
         r#"{main}http {{
 {temp}    access_log off;
@@ -183,7 +250,15 @@ fn upstream_config(lab: &Lab) -> Result<String> {
     }}
 }}
 "#,
-        main = nginx_main(lab, "upstream", 1)?,
+        main = nginx_main(
+            lab,
+            "upstream",
+            Capacity {
+                workers: 1,
+                max_connections: 4096,
+                ..capacity
+            }
+        )?,
         temp = temp_paths(lab, "upstream")?,
         upstream = lab::UPSTREAM,
     ))
@@ -192,7 +267,7 @@ fn upstream_config(lab: &Lab) -> Result<String> {
 /// befund-proxy's configuration: the WAN filter on the gateway's interface
 /// with both proxies' addresses open on 443, the TLS listener and the
 /// upstream.
-fn ours_config(lab: &Lab, pki: &Pki) -> Result<String> {
+fn ours_config(lab: &Lab, pki: &Pki, capacity: Capacity) -> Result<String> {
     Ok(format!(
         r#"# befund-proxy under load (cargo xtask bench proxy).
 [firewall]
@@ -217,6 +292,10 @@ pool_max_idle = {pool}
 [identity]
 secret_file = "{secret}"
 
+[limits]
+max_connections = {max_connections}
+idle_timeout = "{IDLE_TIMEOUT_SECONDS}s"
+
 [log]
 audit = "{audit}"
 
@@ -238,13 +317,15 @@ pid_file = "{pid_file}"
         secret = path_str(&pki.secret_file)?,
         audit = path_str(&Proxy::Ours.audit_log(lab))?,
         pid_file = path_str(&lab.dir.join("befund-proxy.pid"))?,
+        max_connections = capacity.max_connections,
     ))
 }
 
 /// nginx as the same mTLS proxy: same certificates, CRL, suites, no
 /// resumption, same identity headers and secret, same pool, same limits
 /// where nginx has them, one JSON audit line per request to a file.
-fn nginx_config(lab: &Lab, pki: &Pki, workers: usize) -> Result<String> {
+fn nginx_config(lab: &Lab, pki: &Pki, capacity: Capacity) -> Result<String> {
+    let workers = capacity.workers;
     Ok(format!(
         r#"{main}http {{
 {temp}    access_log off;
@@ -279,7 +360,7 @@ fn nginx_config(lab: &Lab, pki: &Pki, workers: usize) -> Result<String> {
         ssl_session_tickets off;
 
         client_header_timeout 10s;
-        keepalive_timeout 60s;
+        keepalive_timeout {IDLE_TIMEOUT_SECONDS}s;
         keepalive_requests 100000000;
         large_client_header_buffers 4 16k;
         http2_max_concurrent_streams 100;
@@ -310,7 +391,9 @@ fn nginx_config(lab: &Lab, pki: &Pki, workers: usize) -> Result<String> {
     }}
 }}
 "#,
-        main = nginx_main(lab, "nginx", workers)?,
+        // Each worker may end up with all connections (accepts are not
+        // spread evenly), so worker_connections is the whole limit.
+        main = nginx_main(lab, "nginx", capacity)?,
         temp = temp_paths(lab, "nginx")?,
         upstream = lab::UPSTREAM,
         pool = (UPSTREAM_POOL / workers as u32).max(1),
