@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use common::pki::SERVER_NAME;
 use common::{
     ClientAuth, Exchange, LogCapture, Options, RecordingUpstream, RunningProxy, Setup,
-    client_config, closed_port, connect, exchange, get, status_of, wait_for_lines,
+    client_config, closed_port, connect, eventually, exchange, get, status_of, wait_for_lines,
 };
 
 async fn proxy_to(upstream: String, options: Options) -> (Setup, RunningProxy) {
@@ -319,6 +319,122 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     // Keep-alive: nothing more arrives, then the proxy closes.
     let rest = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf)).await;
     assert!(rest.is_ok(), "the idle connection was closed");
+    proxy.stop().await;
+}
+
+/// Reads from `stream` until `n` responses of the recording upstream
+/// (whose body is `hello from upstream`) have arrived; returns the text.
+async fn read_responses(stream: &mut (impl AsyncReadExt + Unpin), n: usize) -> String {
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while text.matches("hello from upstream").count() < n {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("the response arrives")
+            .unwrap();
+        assert!(read > 0, "connection closed after {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..read]));
+    }
+    text
+}
+
+fn recorded_paths(upstream: &RecordingUpstream) -> Vec<String> {
+    upstream.recorded().into_iter().map(|r| r.uri).collect()
+}
+
+#[tokio::test]
+async fn keep_alive_connection_parked_while_idle_serves_its_next_request() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let (setup, proxy) = proxy_to(upstream.url(), Options::default()).await;
+    let mut stream = connect(valid_client(&setup, &[b"http/1.1"]), proxy.addr)
+        .await
+        .unwrap();
+
+    let first = format!("GET /first HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n");
+    stream.write_all(first.as_bytes()).await.unwrap();
+    assert!(
+        read_responses(&mut stream, 1)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let metrics = proxy.metrics.clone();
+    assert!(
+        eventually(|| metrics.connections_parked.get() == 1).await,
+        "the idle connection is parked"
+    );
+
+    let second = format!("GET /second HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n");
+    stream.write_all(second.as_bytes()).await.unwrap();
+    assert!(
+        read_responses(&mut stream, 1)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert_eq!(recorded_paths(&upstream), ["/first", "/second"]);
+    assert_eq!(proxy.metrics.handshakes_completed.get(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_request_cut_short_before_parking_is_completed_after() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let (setup, proxy) = proxy_to(upstream.url(), Options::default()).await;
+    let mut stream = connect(valid_client(&setup, &[b"http/1.1"]), proxy.addr)
+        .await
+        .unwrap();
+
+    // A whole request and the start of the next in one write: the proxy
+    // reads both, answers the first and holds the start of the second.
+    let pipelined = format!("GET /first HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\nGET /sec");
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    read_responses(&mut stream, 1).await;
+    let metrics = proxy.metrics.clone();
+    assert!(
+        eventually(|| metrics.connections_parked.get() == 1).await,
+        "the idle connection is parked"
+    );
+
+    let rest = format!("ond HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n");
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    assert!(
+        read_responses(&mut stream, 1)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert_eq!(recorded_paths(&upstream), ["/first", "/second"]);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn parked_connection_woken_by_an_incomplete_request_is_cut_off_at_the_header_timeout() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let (setup, proxy) = proxy_to(
+        upstream.url(),
+        Options {
+            extra_limits: "header_read_timeout = \"2s\"".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut stream = connect(valid_client(&setup, &[b"http/1.1"]), proxy.addr)
+        .await
+        .unwrap();
+    let first = format!("GET /first HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n");
+    stream.write_all(first.as_bytes()).await.unwrap();
+    read_responses(&mut stream, 1).await;
+    let metrics = proxy.metrics.clone();
+    assert!(eventually(|| metrics.connections_parked.get() == 1).await);
+
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the proxy closed the connection");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert_eq!(proxy.metrics.header_timeouts.get(), 1);
+    assert_eq!(recorded_paths(&upstream), ["/first"]);
     proxy.stop().await;
 }
 

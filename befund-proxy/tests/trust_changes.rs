@@ -107,6 +107,47 @@ async fn changed_crl_file_closes_open_connections_of_the_revoked_certificate() {
 }
 
 #[tokio::test]
+async fn revoking_the_certificate_closes_its_parked_idle_connection() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let setup = Setup::new(&Options {
+        upstream: upstream.url(),
+        ..Options::default()
+    });
+    let proxy = RunningProxy::start(&setup.config()).await;
+    let (_sender, conn) = open_connection(&setup, &proxy).await;
+    let metrics = proxy.metrics.clone();
+    let parked = counted(|| metrics.connections_parked.get() as u64, 1).await;
+    assert_eq!(parked, 1, "the idle connection is parked");
+
+    let now = OffsetDateTime::now_utc();
+    let crl = setup.pki.intermediate.crl(
+        &[
+            SerialNumber::from(REVOKED_SERIAL),
+            SerialNumber::from(VALID_SERIAL),
+        ],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    write_file(setup.dir.path(), "client-ca.crl", &crl, 0o644);
+
+    let _ = tokio::time::timeout(GUARD, conn)
+        .await
+        .expect("the parked connection is closed");
+    assert_eq!(
+        counted(
+            || metrics
+                .connections_closed_by_trust_change
+                .get(RefusalReason::Revoked),
+            1
+        )
+        .await,
+        1
+    );
+    assert_eq!(metrics.connections_parked.get(), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn reload_that_drops_the_clients_ca_closes_its_open_connections() {
     let upstream = RecordingUpstream::start(Duration::ZERO).await;
     let setup = Setup::new(&Options {

@@ -152,6 +152,13 @@ impl Sources {
         )?;
         gauges(
             e,
+            "befund_connections_parked",
+            "Idle HTTP/1.1 connections holding only their TLS state",
+            None,
+            [(Vec::new(), m.connections_parked.get() as f64)],
+        )?;
+        gauges(
+            e,
             "befund_connections_verified",
             "Open connections with a verified client certificate",
             None,

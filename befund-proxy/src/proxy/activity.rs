@@ -7,7 +7,11 @@
 //!   headers byte by byte is cut off;
 //! - *busy*: at least one request is in progress; the connection is cut off
 //!   only if no byte moves in either direction for `stall_timeout`;
-//! - *idle*: between requests; closed after `idle_timeout`.
+//! - *idle*: between requests; closed after `idle_timeout`. An HTTP/1.1
+//!   connection idle for `park_after` is *parked* first: it gives up its
+//!   HTTP state and keeps only its TLS stream until the client sends again
+//!   (see `connection`), unless a response is still waiting for the client
+//!   to read it.
 //!
 //! [`MonitoredIo`] reports bytes, the request service reports requests, and
 //! [`Activity::expired`] resolves when the current phase's deadline passes.
@@ -23,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf as _, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -36,6 +41,8 @@ pub enum Expiry {
     Idle,
     /// Requests in progress but no byte moved for `stall_timeout`.
     Stalled,
+    /// Idle for `park_after`: time to park the connection (it stays open).
+    Park,
 }
 
 /// The deadlines of one connection.
@@ -50,6 +57,8 @@ pub struct Deadlines {
     /// Whether bytes arriving between requests start the header deadline
     /// (HTTP/1.1; for HTTP/2 control frames arrive between requests too).
     pub bytes_start_a_request: bool,
+    /// Idle time after which the connection is parked (`None`: never).
+    pub park_after: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -65,6 +74,12 @@ struct State {
     last_io: Instant,
     /// The time the watchdog sleeps until; never later than the deadline.
     armed: Option<Instant>,
+    /// Parked in the current idle phase.
+    parked: bool,
+    /// The last write or flush could not complete: the client is not
+    /// reading. Such a connection is not parked, as its HTTP state holds
+    /// bytes still to be sent.
+    write_blocked: bool,
 }
 
 /// Shared between the connection's IO, its request service and its watchdog.
@@ -84,6 +99,8 @@ impl Activity {
                 phase: Phase::ReadingHead { since: now },
                 last_io: now,
                 armed: None,
+                parked: false,
+                write_blocked: false,
             }),
             changed: Notify::new(),
             deadlines,
@@ -135,6 +152,16 @@ impl Activity {
         self.with_state(|s| s.last_io = now);
     }
 
+    /// The client stopped or resumed taking the bytes sent to it.
+    fn write_blocked(&self, blocked: bool) {
+        self.update(|s| s.write_blocked = blocked);
+    }
+
+    /// The connection was parked: it stays idle until `idle_timeout`.
+    pub fn parked(&self) {
+        self.update(|s| s.parked = true);
+    }
+
     /// A request head arrived and is being handled.
     pub fn request_started(&self) {
         self.update(|s| {
@@ -157,6 +184,7 @@ impl Activity {
                 },
                 _ => Phase::Idle { since: now },
             };
+            s.parked = false;
         });
     }
 
@@ -164,7 +192,12 @@ impl Activity {
         let d = &self.deadlines;
         match s.phase {
             Phase::ReadingHead { since } => (since + d.header_read_timeout, Expiry::HeaderTimeout),
-            Phase::Idle { since } => (since + d.idle_timeout, Expiry::Idle),
+            Phase::Idle { since } => match d.park_after {
+                Some(park) if !s.parked && !s.write_blocked && park < d.idle_timeout => {
+                    (since + park, Expiry::Park)
+                }
+                _ => (since + d.idle_timeout, Expiry::Idle),
+            },
             Phase::Busy { .. } => (s.last_io + d.stall_timeout, Expiry::Stalled),
         }
     }
@@ -199,19 +232,43 @@ impl Activity {
 }
 
 pin_project_lite::pin_project! {
-    /// Wraps a connection's stream and reports bytes to its [`Activity`].
+    /// Wraps a connection's stream and reports bytes and blocked writes to
+    /// its [`Activity`]. Bytes set with [`MonitoredIo::unread`] are read
+    /// again before the stream's.
     #[derive(Debug)]
     pub struct MonitoredIo<T> {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
+        unread: Bytes,
+        write_blocked: bool,
     }
 }
 
 impl<T> MonitoredIo<T> {
     /// Wraps `inner`.
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            unread: Bytes::new(),
+            write_blocked: false,
+        }
+    }
+
+    /// Puts bytes that were read from the stream back in front of it; they
+    /// count as read already.
+    pub fn unread(&mut self, bytes: Bytes) {
+        self.unread = bytes;
+    }
+
+    /// Reports a write or flush that could not complete, or the first that
+    /// did after one that could not.
+    fn note_write<R>(activity: &Activity, blocked: &mut bool, result: &Poll<R>) {
+        if result.is_pending() != *blocked {
+            *blocked = result.is_pending();
+            activity.write_blocked(*blocked);
+        }
     }
 }
 
@@ -222,6 +279,12 @@ impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -239,6 +302,7 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, data);
+        Self::note_write(this.activity, this.write_blocked, &result);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.bytes_written();
         }
@@ -252,6 +316,7 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
+        Self::note_write(this.activity, this.write_blocked, &result);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.bytes_written();
         }
@@ -263,7 +328,10 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let result = this.inner.poll_flush(cx);
+        Self::note_write(this.activity, this.write_blocked, &result);
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -273,6 +341,8 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
 
     fn deadlines() -> Deadlines {
@@ -281,6 +351,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(90),
             bytes_start_a_request: true,
+            park_after: None,
         }
     }
 
@@ -346,6 +417,85 @@ mod tests {
         let start = Instant::now();
         assert_eq!(watchdog.await.unwrap(), Expiry::Stalled);
         assert_eq!(start.elapsed(), Duration::from_secs(90));
+    }
+
+    fn http1_deadlines() -> Deadlines {
+        Deadlines {
+            park_after: Some(Duration::from_secs(1)),
+            ..deadlines()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_http1_connection_is_parked_then_closed_at_the_idle_timeout() {
+        let activity = Activity::new(http1_deadlines());
+        activity.request_started();
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::Park);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        activity.parked();
+        assert_eq!(activity.expired().await, Expiry::Idle);
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connection_is_parked_again_after_its_next_request() {
+        let activity = Activity::new(http1_deadlines());
+        activity.request_started();
+        activity.request_finished();
+        assert_eq!(activity.expired().await, Expiry::Park);
+        activity.parked();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        activity.request_started();
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::Park);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connection_is_not_parked_while_its_client_does_not_read() {
+        let activity = Activity::new(http1_deadlines());
+        activity.request_started();
+        activity.write_blocked(true);
+        activity.request_finished();
+        let watchdog = {
+            let activity = activity.clone();
+            tokio::spawn(async move { activity.expired().await })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!watchdog.is_finished());
+        // The client reads again: the park deadline has passed already.
+        activity.write_blocked(false);
+        let start = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::Park);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn write_the_client_does_not_take_is_reported_as_blocked() {
+        let activity = Activity::new(http1_deadlines());
+        let (_client, server) = tokio::io::duplex(16);
+        let mut io = MonitoredIo::new(server, activity.clone());
+        activity.request_started();
+        // More than the pipe holds, and nobody reads the other end.
+        let write = tokio::time::timeout(Duration::from_millis(10), io.write_all(&[0; 64])).await;
+        assert!(write.is_err());
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::Idle);
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_are_read_before_the_stream() {
+        let activity = Activity::new(deadlines());
+        let mut io = MonitoredIo::new(&b" world"[..], activity);
+        io.unread(Bytes::from_static(b"hello"));
+        let mut text = String::new();
+        io.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "hello world");
     }
 
     #[tokio::test(start_paused = true)]

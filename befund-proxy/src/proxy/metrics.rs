@@ -118,6 +118,8 @@ pub struct ProxyMetrics {
     pub upstream_timeouts: Counter,
     /// TCP connections open now (handshaking or verified).
     pub connections_open: Gauge,
+    /// HTTP/1.1 connections parked now: idle, holding only their TLS state.
+    pub connections_parked: Gauge,
     /// Responses sent, per status class.
     pub responses: StatusCounters,
     /// Time from a request's head to the end of its response body, seconds.
@@ -150,6 +152,7 @@ impl Default for ProxyMetrics {
             upstream_errors: Counter::default(),
             upstream_timeouts: Counter::default(),
             connections_open: Gauge::default(),
+            connections_parked: Gauge::default(),
             responses: StatusCounters::default(),
             request_duration: latency_histogram(),
             upstream_duration: latency_histogram(),
