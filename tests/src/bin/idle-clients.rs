@@ -1,6 +1,7 @@
 //! `idle-clients`: opens many mTLS connections to one proxy, sends one
-//! HTTP/1.1 keep-alive request on each, and then holds them all open and
-//! idle, so that the proxy's memory can be read while it keeps them.
+//! request on each (HTTP/1.1 keep-alive, or HTTP/2 with `--http2`), and then
+//! holds them all open and idle, so that the proxy's memory can be read
+//! while it keeps them.
 //!
 //! Run by `cargo xtask bench proxy`. Talks to its caller through one JSON
 //! line on standard output once every connection was opened (or failed),
@@ -73,6 +74,10 @@ struct Args {
     /// Longest time to hold the connections if standard input stays open.
     #[arg(long, default_value_t = 900)]
     hold_limit: u64,
+    /// Offer only HTTP/2 in ALPN and send the request over HTTP/2 (as
+    /// browsers do), instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
 }
 
 /// Why a connection did not reach the idle state, as counted in the report.
@@ -153,6 +158,7 @@ struct Target {
     path: String,
     tls: tokio_rustls::TlsConnector,
     timeout: Duration,
+    http2: bool,
 }
 
 fn main() -> ExitCode {
@@ -177,6 +183,7 @@ fn run(args: &Args) -> Result<bool> {
         path: args.path.clone(),
         tls: tokio_rustls::TlsConnector::from(Arc::new(client_config(args)?)),
         timeout: Duration::from_secs(args.timeout),
+        http2: args.http2,
     });
     tokio::runtime::Runtime::new()
         .context("failed to start the async runtime")?
@@ -215,7 +222,11 @@ fn client_config(args: &Args) -> Result<rustls::ClientConfig> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if args.http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     // Every connection runs a full handshake, as separate clients would.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
@@ -359,7 +370,13 @@ async fn connection(
     driver.abort();
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+/// The request side of an open connection; dropping it lets the
+/// connection close.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
 type Driver = tokio::task::JoinHandle<Result<(), hyper::Error>>;
 
 /// Connects, completes the mTLS handshake, sends one request and reads its
@@ -374,25 +391,53 @@ async fn open(target: &Target) -> Result<(Sender, Driver), Failure> {
         .connect(target.name.clone(), tcp)
         .await
         .map_err(|e| Failure::Handshake(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| Failure::Request(e.to_string()))?;
-    let driver = tokio::spawn(conn);
+    let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    if negotiated_h2 != target.http2 {
+        return Err(Failure::Request(format!(
+            "the server negotiated {} instead",
+            if negotiated_h2 { "HTTP/2" } else { "HTTP/1.1" }
+        )));
+    }
+    let io = TokioIo::new(tls);
+    let request_error = |e: hyper::Error| Failure::Request(e.to_string());
+    let (sender, driver) = if target.http2 {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(request_error)?;
+        (Sender::Http2(sender), tokio::spawn(conn))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(request_error)?;
+        (Sender::Http1(sender), tokio::spawn(conn))
+    };
+    let mut sender = sender;
 
-    let request = hyper::Request::get(&target.path)
-        .header(hyper::header::HOST, &target.host)
-        .body(Empty::new())
-        .map_err(|e| Failure::Request(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| Failure::Request(e.to_string()))?;
+    let response = match &mut sender {
+        Sender::Http1(sender) => {
+            let request = hyper::Request::get(&target.path)
+                .header(hyper::header::HOST, &target.host)
+                .body(Empty::new())
+                .map_err(|e| Failure::Request(e.to_string()))?;
+            sender.send_request(request).await
+        }
+        Sender::Http2(sender) => {
+            // HTTP/2 carries the host as :authority, from the URI.
+            let uri = format!("https://{}{}", target.host, target.path);
+            let request = hyper::Request::get(uri)
+                .body(Empty::new())
+                .map_err(|e| Failure::Request(e.to_string()))?;
+            sender.send_request(request).await
+        }
+    }
+    .map_err(request_error)?;
     let status = response.status();
     response
         .into_body()
         .collect()
         .await
-        .map_err(|e| Failure::Request(e.to_string()))?;
+        .map_err(request_error)?;
     if !status.is_success() {
         return Err(Failure::Status(status.as_u16()));
     }

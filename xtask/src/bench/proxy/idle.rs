@@ -1,6 +1,7 @@
 //! The idle-connections scenario: `idle-clients` (crate befund-tests) in the
 //! client namespace opens N mTLS connections to one proxy, sends one
-//! HTTP/1.1 keep-alive request on each, and holds them all idle; the bench
+//! HTTP/1.1 keep-alive request (or with `--idle-http2` one HTTP/2 request)
+//! on each, and holds them all idle; the bench
 //! reads the proxy's memory before and while they are held, then lets the
 //! client close them.
 //!
@@ -56,6 +57,8 @@ pub struct IdleOutcome {
     pub proxy: Proxy,
     /// Connections held.
     pub connections: u32,
+    /// Whether they spoke HTTP/2 rather than HTTP/1.1.
+    pub http2: bool,
     /// Before the connections were opened.
     pub baseline: Memory,
     /// While all connections were held idle.
@@ -72,6 +75,8 @@ pub struct IdleDriver<'a> {
     pub client: &'a Path,
     /// The client certificate and the CA.
     pub pki: &'a Pki,
+    /// Speak HTTP/2 on the idle connections instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 impl IdleDriver<'_> {
@@ -114,6 +119,7 @@ impl IdleDriver<'_> {
         Ok(IdleOutcome {
             proxy,
             connections,
+            http2: self.http2,
             baseline,
             held,
             released,
@@ -135,6 +141,9 @@ impl IdleDriver<'_> {
             .args(["--path", PATH])
             .args(["--deadline", &OPEN_DEADLINE.as_secs().to_string()])
             .args(["--hold-limit", &HOLD_LIMIT.as_secs().to_string()]);
+        if self.http2 {
+            cmd.arg("--http2");
+        }
         Ok(cmd)
     }
 }

@@ -60,6 +60,10 @@ pub struct Options {
     /// [default: 10000; 500 with --quick].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     idle_connections: Option<u32>,
+    /// Hold the idle connections with HTTP/2, as browsers negotiate it,
+    /// instead of HTTP/1.1.
+    #[arg(long)]
+    idle_http2: bool,
     /// A smoke run for CI: 3 s per run, one round, 1 s warm-up, 500 idle
     /// connections.
     #[arg(long)]
@@ -82,6 +86,7 @@ struct Plan {
     rounds: usize,
     warm_up: Load,
     idle_connections: u32,
+    idle_http2: bool,
 }
 
 impl Plan {
@@ -108,6 +113,7 @@ impl Plan {
                 ..load
             },
             idle_connections,
+            idle_http2: options.idle_http2,
         }
     }
 }
@@ -210,8 +216,13 @@ fn print_header(machine: &Machine, tools: &Tools, plan: &Plan, binaries: &Binari
         plan.load.connections, plan.load.seconds, plan.rounds
     );
     println!(
-        "idle scenario: {} mTLS connections held by each proxy in turn, befund-proxy first",
-        plan.idle_connections
+        "idle scenario: {} mTLS connections ({}) held by each proxy in turn, befund-proxy first",
+        plan.idle_connections,
+        if plan.idle_http2 {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        }
     );
 }
 
@@ -236,6 +247,7 @@ fn measure(
     let idle_driver = IdleDriver {
         client: &binaries.idle_clients,
         pki: &pki,
+        http2: plan.idle_http2,
     };
     let idle = [
         idle_driver.run(lab, Proxy::Ours, plan.idle_connections)?,

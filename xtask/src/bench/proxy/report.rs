@@ -216,9 +216,14 @@ pub fn render_idle(ours: &IdleOutcome, nginx: &IdleOutcome) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "idle mTLS connections: {} per proxy, each after one HTTP/1.1 keep-alive request, \
+        "idle mTLS connections: {} per proxy, each after one {} request, \
          opened {IN_FLIGHT} at a time, memory read {} s after the last one turned idle",
         ours.connections,
+        if ours.http2 {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1 keep-alive"
+        },
         SETTLE.as_secs()
     );
     let _ = writeln!(
@@ -307,6 +312,7 @@ mod tests {
         IdleOutcome {
             proxy,
             connections,
+            http2: false,
             baseline: mib(baseline_mib, processes),
             held: mib(held_mib, processes),
             released: mib(baseline_mib + 1, processes),
