@@ -310,7 +310,7 @@ async fn requests_sent_around_the_park_moment_are_each_answered_once() {
             let mut stream = connect(client, addr).await.unwrap();
             let local = stream.get_ref().0.local_addr().unwrap();
             let mut paths = Vec::new();
-            for round in 0..4 {
+            for round in 0..3 {
                 let path = format!("/pause-{i:02}-{round}");
                 stream
                     .write_all(get_request(&path).as_bytes())
@@ -486,4 +486,175 @@ async fn bursts_and_bodies_arriving_while_parked_are_read_completely() {
     assert_eq!(recorded.len(), 4 + 5 + 3);
     assert_eq!(audit_lines(&setup, 12).await.len(), 12);
     proxy.stop().await;
+}
+
+/// Opens an HTTP/1.1 connection, has one request answered and waits until
+/// the connection is parked (with `parked` parked connections in all).
+async fn parked_connection(
+    setup: &Setup,
+    proxy: &RunningProxy,
+    parked: i64,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut stream = connect(http1_client(setup), proxy.addr).await.unwrap();
+    stream
+        .write_all(get_request("/before").as_bytes())
+        .await
+        .unwrap();
+    read_responses(&mut stream, 1).await;
+    let metrics = proxy.metrics.clone();
+    assert!(
+        eventually(|| metrics.connections_parked.get() == parked).await,
+        "{} parked",
+        metrics.connections_parked.get()
+    );
+    stream
+}
+
+#[tokio::test]
+async fn http2_connection_is_never_parked() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let (setup, proxy) = proxy_to(upstream.url(), "").await;
+    let h2 = client_config(&setup.pki, ClientAuth::Cert(&setup.pki.valid), &[b"h2"]);
+    let stream = connect(h2, proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = || {
+        hyper::Request::get(format!("https://{SERVER_NAME}/h2"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(sender.send_request(request()).await.unwrap().status(), 200);
+
+    // An HTTP/1.1 connection idle as long is parked meanwhile; the HTTP/2
+    // one is not.
+    let _http1 = parked_connection(&setup, &proxy, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(proxy.metrics.connections_parked.get(), 1);
+    assert_eq!(sender.send_request(request()).await.unwrap().status(), 200);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_closing_its_side_while_parked_is_closed() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let (setup, proxy) = proxy_to(upstream.url(), "").await;
+    let metrics = proxy.metrics.clone();
+
+    // close_notify and the end of its TCP stream while parked.
+    let mut parked = parked_connection(&setup, &proxy, 1).await;
+    parked.shutdown().await.unwrap();
+    assert!(read_until_closed(&mut parked).await.is_empty());
+    assert!(eventually(|| metrics.connections_open.get() == 0).await);
+    assert_eq!(metrics.connections_parked.get(), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn parked_connection_survives_a_reload_that_still_admits_it_and_a_key_update() {
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let (setup, proxy) = proxy_to(upstream.url(), "").await;
+    let mut stream = parked_connection(&setup, &proxy, 1).await;
+
+    let metrics = proxy.metrics.clone();
+    let state = befund_proxy::tls::TlsState::load(&setup.config()).unwrap();
+    proxy.tls.store(Arc::new(state));
+    // A TLS 1.3 key update arrives on the parked connection too.
+    stream.get_mut().1.refresh_traffic_keys().unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stream
+        .write_all(get_request("/after").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_responses(&mut stream, 1).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert_eq!(
+        metrics
+            .connections_closed_by_trust_change
+            .get(befund_proxy::tls::RefusalReason::Revoked),
+        0
+    );
+    proxy.stop().await;
+}
+
+/// A Befundserver answering every request with `size` bytes.
+async fn large_answering(size: usize) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                        received.drain(..end + 4);
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                        let body = vec![b'x'; size];
+                        if tcp.write_all(head.as_bytes()).await.is_err()
+                            || tcp.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => received.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn client_taking_its_response_late_gets_all_of_it_and_is_served_after() {
+    const SIZE: usize = 256 * 1024;
+    let (url, upstream) = large_answering(SIZE).await;
+    let (setup, proxy) = proxy_to(url, "").await;
+
+    // A small receive buffer, so that the answer stays partly unsent.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(proxy.addr).await.unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(http1_client(&setup))
+        .connect(
+            rustls::pki_types::ServerName::try_from(SERVER_NAME).unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    for round in 0..2 {
+        stream
+            .write_all(get_request(&format!("/large-{round}")).as_bytes())
+            .await
+            .unwrap();
+        if round == 0 {
+            // Not reading past the park moment.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !received.ends_with(&[b'x'; 16]) || received.len() < SIZE {
+            let n = tokio::time::timeout(GUARD, stream.read(&mut buf))
+                .await
+                .expect("the answer arrives")
+                .unwrap();
+            assert!(n > 0, "closed after {} bytes", received.len());
+            received.extend_from_slice(&buf[..n]);
+        }
+        let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(received.starts_with(b"HTTP/1.1 200 OK"));
+        assert_eq!(received.len() - head_end, SIZE, "round {round}");
+    }
+    assert_eq!(audit_lines(&setup, 2).await.len(), 2);
+    proxy.stop().await;
+    upstream.abort();
 }
