@@ -5,15 +5,18 @@
 //!   soon as the first byte of a further request arrives; it must turn into a
 //!   request within `header_read_timeout`, so a client that trickles its
 //!   headers byte by byte is cut off;
-//! - *busy*: at least one request is in progress; the connection is cut off
-//!   only if no byte moves in either direction for `stall_timeout`;
+//! - *busy*: at least one request is in progress (its response is being
+//!   produced or sent, or its body is still arriving); the connection is cut
+//!   off only if no byte moves in either direction for `stall_timeout`;
 //! - *idle*: between requests; closed after `idle_timeout`. An HTTP/1.1
 //!   connection idle for `park_after` is *parked* first: it gives up its
 //!   HTTP state and keeps only its TLS stream until the client sends again
 //!   (see `connection`), unless a response is still waiting for the client
-//!   to read it.
+//!   to read it, or a request body was left unread (the stream is then in
+//!   the middle of a message and the connection closes instead).
 //!
-//! [`MonitoredIo`] reports bytes, the request service reports requests, and
+//! [`MonitoredIo`] reports bytes, the request service reports requests,
+//! [`RequestBody`] reports the end of request bodies, and
 //! [`Activity::expired`] resolves when the current phase's deadline passes.
 //!
 //! The watchdog sleeps until the deadline it last computed and re-checks when
@@ -28,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -63,9 +67,16 @@ pub struct Deadlines {
 
 #[derive(Clone, Copy, Debug)]
 enum Phase {
-    ReadingHead { since: Instant },
-    Busy { requests: usize },
-    Idle { since: Instant },
+    ReadingHead {
+        since: Instant,
+    },
+    /// `open` responses and request bodies in progress.
+    Busy {
+        open: usize,
+    },
+    Idle {
+        since: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -80,6 +91,31 @@ struct State {
     /// reading. Such a connection is not parked, as its HTTP state holds
     /// bytes still to be sent.
     write_blocked: bool,
+    /// A request body was dropped before its end: the rest of it may still
+    /// arrive, so the stream is not at the start of a request and the
+    /// connection is never parked (the HTTP connection closes instead).
+    read_abandoned: bool,
+}
+
+impl State {
+    fn open_one(&mut self) {
+        self.phase = match self.phase {
+            Phase::Busy { open } => Phase::Busy { open: open + 1 },
+            _ => Phase::Busy { open: 1 },
+        };
+    }
+
+    fn close_one(&mut self, now: Instant) {
+        self.phase = match self.phase {
+            Phase::Busy { open } if open > 1 => Phase::Busy { open: open - 1 },
+            _ => Phase::Idle { since: now },
+        };
+        self.parked = false;
+    }
+
+    fn may_park(&self) -> bool {
+        !self.parked && !self.write_blocked && !self.read_abandoned
+    }
 }
 
 /// Shared between the connection's IO, its request service and its watchdog.
@@ -101,6 +137,7 @@ impl Activity {
                 armed: None,
                 parked: false,
                 write_blocked: false,
+                read_abandoned: false,
             }),
             changed: Notify::new(),
             deadlines,
@@ -162,29 +199,47 @@ impl Activity {
         self.update(|s| s.parked = true);
     }
 
+    /// Bytes of a next request were read already when the connection was
+    /// parked: the request has started, and its head must arrive within
+    /// `header_read_timeout`.
+    pub fn request_bytes_held(&self) {
+        let now = Instant::now();
+        self.update(|s| {
+            if matches!(s.phase, Phase::Idle { .. }) {
+                s.phase = Phase::ReadingHead { since: now };
+            }
+        });
+    }
+
     /// A request head arrived and is being handled.
     pub fn request_started(&self) {
-        self.update(|s| {
-            s.phase = match s.phase {
-                Phase::Busy { requests } => Phase::Busy {
-                    requests: requests + 1,
-                },
-                _ => Phase::Busy { requests: 1 },
-            };
-        });
+        self.update(State::open_one);
     }
 
     /// A response has been sent completely (or abandoned).
     pub fn request_finished(&self) {
         let now = Instant::now();
+        self.update(|s| s.close_one(now));
+    }
+
+    /// A request body started to arrive; it is read until
+    /// [`Self::body_finished`] or [`Self::body_abandoned`].
+    fn body_started(&self) {
+        self.update(State::open_one);
+    }
+
+    /// A request body arrived completely.
+    fn body_finished(&self) {
+        let now = Instant::now();
+        self.update(|s| s.close_one(now));
+    }
+
+    /// A request body was dropped or broke before its end.
+    fn body_abandoned(&self) {
+        let now = Instant::now();
         self.update(|s| {
-            s.phase = match s.phase {
-                Phase::Busy { requests } if requests > 1 => Phase::Busy {
-                    requests: requests - 1,
-                },
-                _ => Phase::Idle { since: now },
-            };
-            s.parked = false;
+            s.read_abandoned = true;
+            s.close_one(now);
         });
     }
 
@@ -193,9 +248,7 @@ impl Activity {
         match s.phase {
             Phase::ReadingHead { since } => (since + d.header_read_timeout, Expiry::HeaderTimeout),
             Phase::Idle { since } => match d.park_after {
-                Some(park) if !s.parked && !s.write_blocked && park < d.idle_timeout => {
-                    (since + park, Expiry::Park)
-                }
+                Some(park) if s.may_park() && park < d.idle_timeout => (since + park, Expiry::Park),
                 _ => (since + d.idle_timeout, Expiry::Idle),
             },
             Phase::Busy { .. } => (s.last_io + d.stall_timeout, Expiry::Stalled),
@@ -228,6 +281,69 @@ impl Activity {
                 () = self.changed.notified() => deadline = self.arm().0,
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body as the request service passes it on: the request stays
+    /// in progress until the body has arrived completely, and a body dropped
+    /// before its end keeps the connection from being parked.
+    #[derive(Debug)]
+    pub struct RequestBody<B = Incoming> {
+        #[pin]
+        inner: B,
+        // Set while the body is still arriving.
+        activity: Option<Arc<Activity>>,
+    }
+
+    impl<B> PinnedDrop for RequestBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(activity) = this.activity.take() {
+                activity.body_abandoned();
+            }
+        }
+    }
+}
+
+impl<B: Body> RequestBody<B> {
+    /// Wraps the body of a request of the connection of `activity`.
+    pub fn new(inner: B, activity: &Arc<Activity>) -> Self {
+        let activity = (!inner.is_end_stream()).then(|| {
+            activity.body_started();
+            activity.clone()
+        });
+        Self { inner, activity }
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let mut this = self.project();
+        let result = this.inner.as_mut().poll_frame(cx);
+        let ended = match &result {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+        };
+        if ended && let Some(activity) = this.activity.take() {
+            activity.body_finished();
+        }
+        result
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -341,6 +457,7 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::{BodyExt as _, Empty, Full};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
@@ -486,6 +603,63 @@ mod tests {
         let start = Instant::now();
         assert_eq!(activity.expired().await, Expiry::Idle);
         assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_stays_in_progress_until_its_body_has_arrived() {
+        let activity = Activity::new(http1_deadlines());
+        activity.request_started();
+        let mut body = RequestBody::new(Full::new(Bytes::from_static(b"data")), &activity);
+        // The response was sent before the body was read.
+        activity.request_finished();
+        let watchdog = {
+            let activity = activity.clone();
+            tokio::spawn(async move { activity.expired().await })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!watchdog.is_finished(), "busy: only a stall ends it");
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "data");
+        let start = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::Park);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        drop(body);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connection_whose_request_body_was_left_unread_is_never_parked() {
+        let activity = Activity::new(http1_deadlines());
+        activity.request_started();
+        let body = RequestBody::new(Full::new(Bytes::from_static(b"data")), &activity);
+        drop(body);
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::Idle);
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_without_a_body_does_not_wait_for_one() {
+        let activity = Activity::new(http1_deadlines());
+        activity.request_started();
+        drop(RequestBody::new(Empty::<Bytes>::new(), &activity));
+        activity.request_finished();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::Park);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_of_a_request_held_while_parked_start_the_header_deadline() {
+        let activity = Activity::new(http1_deadlines());
+        activity.request_started();
+        activity.request_finished();
+        assert_eq!(activity.expired().await, Expiry::Park);
+        activity.request_bytes_held();
+        activity.parked();
+        let start = Instant::now();
+        assert_eq!(activity.expired().await, Expiry::HeaderTimeout);
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 
     #[tokio::test]

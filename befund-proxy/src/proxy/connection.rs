@@ -291,6 +291,9 @@ async fn serve_http1(http1: Http1, mut conn: Box<Http1Connection>) {
         let Some(parked) = release(ctx, conn, *peer, shutdown, revoked).await else {
             return;
         };
+        if parked.holds_a_request_start() {
+            activity.request_bytes_held();
+        }
         activity.parked();
         tracing::trace!(%peer, "idle connection parked");
         let Parked {
@@ -324,6 +327,12 @@ impl Parked {
             service: parts.service,
             read_ahead: Bytes::copy_from_slice(&parts.read_buf),
         }
+    }
+
+    /// Whether the bytes read ahead start a request (empty lines before a
+    /// request do not).
+    fn holds_a_request_start(&self) -> bool {
+        self.read_ahead.iter().any(|b| !matches!(b, b'\r' | b'\n'))
     }
 }
 
@@ -383,7 +392,12 @@ async fn wait_parked(
             log_expiry(ctx, peer, expiry);
             return None;
         }
-        () = shutdown.cancelled() => return None,
+        () = shutdown.cancelled() => {
+            // As hyper ends an idle connection at shutdown: close_notify,
+            // then the end of the TCP stream.
+            let _ = tokio::time::timeout(ctx.limits.shutdown_grace, stream.shutdown()).await;
+            return None;
+        }
     };
     let n = match read {
         Ok(0) => {

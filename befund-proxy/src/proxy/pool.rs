@@ -18,13 +18,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
+use super::activity::RequestBody;
+
 /// The sending half of one connection to the Befundserver, for requests
 /// with bodies of type `B` (the clients' request bodies).
-pub(crate) type Sender<B = Incoming> = SendRequest<B>;
+pub(crate) type Sender<B = RequestBody> = SendRequest<B>;
 
 /// The idle connections.
 #[derive(Debug)]
-pub(crate) struct Pool<B = Incoming> {
+pub(crate) struct Pool<B = RequestBody> {
     idle: Mutex<Idle<B>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -191,7 +193,7 @@ impl<B: Send + 'static> std::fmt::Debug for PooledBody<B> {
 }
 
 /// A response body from the Befundserver, for a client's request.
-pub type UpstreamBody = PooledBody<Incoming>;
+pub type UpstreamBody = PooledBody<RequestBody>;
 
 fn give_back<B: Send + 'static>(lent: &mut Option<(Sender<B>, Arc<Pool<B>>)>) {
     if let Some((sender, pool)) = lent.take() {

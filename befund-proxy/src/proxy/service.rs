@@ -17,7 +17,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::activity::Activity;
+use super::activity::{Activity, RequestBody};
 use super::authority::{AuthorityError, check_authority};
 use super::identity::{ConnectionHeaders, IdentityHeaders};
 use super::metrics::{ProxyMetrics, Side};
@@ -53,6 +53,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<AuditedBody>, Infallible> {
     conn.activity.request_started();
+    let request = request.map(|body| RequestBody::new(body, &conn.activity));
     shared.metrics.requests.inc();
     let mut record = RequestRecord::new(&request);
 
@@ -79,7 +80,7 @@ pub(crate) async fn handle(
 async fn forward(
     shared: &Shared,
     conn: &ConnectionInfo,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     record: &mut RequestRecord,
 ) -> Result<Response<UpstreamBody>, Failure> {
     let (mut parts, body) = request.into_parts();

@@ -8,13 +8,13 @@ use std::time::Duration;
 use http::header::{HOST, HeaderValue};
 use http::uri::{Parts, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::{ClientConfig, RootCertStore};
 use tower_service::Service as _;
 
+use super::activity::RequestBody;
 use super::pool::{Pool, Sender, UpstreamBody};
 use crate::config::{Config, ConfigError, UpstreamScheme, UpstreamUrl};
 use crate::tls::crypto_provider;
@@ -122,7 +122,7 @@ impl Upstream {
     /// reused connection closed before sending goes out on another one.
     pub async fn send(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         origin_form(request.uri_mut());
         request.headers_mut().insert(HOST, self.host.clone());
