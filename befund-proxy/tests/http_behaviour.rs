@@ -483,3 +483,38 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_logged() {
     assert!(served);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn request_body_the_client_breaks_is_answered_400_as_the_clients_fault() {
+    let logs = LogCapture::start();
+    let upstream = RecordingUpstream::start(Duration::ZERO).await;
+    let (setup, proxy) = proxy_to(upstream.url(), Options::default()).await;
+    // One good chunk, then a chunk size that is no number.
+    let request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {SERVER_NAME}\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n4\r\nwxyz\r\nZZ-no-size\r\n\r\n"
+    );
+    let response = exchange(valid_client(&setup, &[b"http/1.1"]), proxy.addr, &request).await;
+    assert_eq!(
+        status_of(response.response()),
+        400,
+        "{:?}",
+        response.response()
+    );
+    assert_eq!(proxy.metrics.upstream_errors.get(), 0);
+
+    let lines = wait_for_lines(&setup.path("audit.jsonl"), 1).await;
+    assert!(
+        lines[0].contains("\"status\":400") && lines[0].contains("\"error_side\":\"client\""),
+        "{}",
+        lines[0]
+    );
+    let refused = logs.lines_with(&["request refused", "side=\"client\"", "request body"]);
+    assert_eq!(refused.len(), 1, "{}", logs.text());
+    assert!(
+        logs.lines_with(&["side=\"upstream\""]).is_empty(),
+        "{}",
+        logs.text()
+    );
+    proxy.stop().await;
+}

@@ -317,16 +317,38 @@ impl<B: Body> RequestBody<B> {
     }
 }
 
-impl<B: Body> Body for RequestBody<B> {
+/// A request body that broke while the client was sending it (malformed
+/// chunked encoding, a connection cut short): the client's fault, whatever
+/// the Befundserver's side reports on the way.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body broke off")]
+pub struct ClientBodyError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl ClientBodyError {
+    /// The [`ClientBodyError`] that caused `error`, if one did.
+    pub fn cause_of<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Self> {
+        std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<Self>())
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, ClientBodyError>>> {
         let mut this = self.project();
-        let result = this.inner.as_mut().poll_frame(cx);
+        let result = this
+            .inner
+            .as_mut()
+            .poll_frame(cx)
+            .map_err(|e| ClientBodyError(e.into()));
         let ended = match &result {
             Poll::Ready(None) => true,
             Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),

@@ -17,7 +17,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::activity::{Activity, RequestBody};
+use super::activity::{Activity, ClientBodyError, RequestBody};
 use super::authority::{AuthorityError, check_authority};
 use super::identity::{ConnectionHeaders, IdentityHeaders};
 use super::metrics::{ProxyMetrics, Side};
@@ -142,6 +142,14 @@ async fn forward(
     match result {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => {
+            // Sending the request body failed because the client's did.
+            if let Some(client) = ClientBodyError::cause_of(&e) {
+                return Err(Failure::new(
+                    FailureKind::BadRequest,
+                    Side::Client,
+                    ErrorChain(client).to_string(),
+                ));
+            }
             shared.metrics.upstream_errors.inc();
             let kind = match e {
                 UpstreamError::Connect(_) => FailureKind::UpstreamUnreachable,
