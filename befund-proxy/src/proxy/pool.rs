@@ -1,21 +1,31 @@
 //! The idle HTTP/1.1 connections to the Befundserver, kept for reuse.
 //!
 //! A connection is lent for one request and comes back when that request's
-//! response body has arrived completely ([`UpstreamBody`]). One that is not
+//! response body has arrived completely ([`PooledBody`]). While it is lent,
+//! the task that sends the request and reads the response also drives the
+//! connection (writes the request, reads the response): the request's
+//! bytes and the response's bytes are moved by the client connection's own
+//! task, with no hand-over to another task in between. One that is not
 //! ready for the next request by then (the Befundserver answered before the
-//! request body was sent) is watched until it is, by a task of its own. A
-//! response body abandoned halfway takes its connection with it: hyper
-//! closes it. Idle connections are closed after the idle timeout, at most
-//! `max_idle` are kept, and the most recently used goes out first.
+//! request body was sent) is driven by a task of its own until it is. A
+//! response body abandoned halfway takes its connection with it: dropping
+//! it closes the connection. Idle connections are closed after the idle
+//! timeout or when the Befundserver closes them (noticed when the reaper
+//! looks at them), at most `max_idle` are kept, and the most recently used
+//! goes out first.
 
+use std::error::Error as StdError;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper::rt::{Read, Write};
 use tokio::time::Instant;
 
 use super::activity::RequestBody;
@@ -24,28 +34,141 @@ use super::activity::RequestBody;
 /// with bodies of type `B` (the clients' request bodies).
 pub(crate) type Sender<B = RequestBody> = SendRequest<B>;
 
+/// What a connection to the Befundserver runs on.
+pub trait Io: Read + Write + Unpin + Send + 'static {}
+impl<T: Read + Write + Unpin + Send + 'static> Io for T {}
+
+/// Request bodies a pooled connection can send.
+pub trait SendBody:
+    Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+impl<B> SendBody for B where
+    B: Body<Data: Send, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
+/// One connection to the Befundserver: the handle requests are sent with,
+/// and the connection itself, which moves the bytes whenever it is polled.
+pub(crate) struct UpstreamConn<T: Io, B: SendBody = RequestBody> {
+    sender: Sender<B>,
+    /// `None` once the connection has ended. Boxed: the connection's state
+    /// is large, and this handle moves several times per request (into the
+    /// response body, back into the pool).
+    connection: Option<Box<Connection<T, B>>>,
+}
+
+impl<T: Io, B: SendBody> std::fmt::Debug for UpstreamConn<T, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConn")
+            .field("ended", &self.connection.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Io, B: SendBody> UpstreamConn<T, B> {
+    /// The two halves from a handshake.
+    pub(crate) fn new(sender: Sender<B>, connection: Connection<T, B>) -> Self {
+        Self {
+            sender,
+            connection: Some(Box::new(connection)),
+        }
+    }
+
+    /// Sends `request` and waits for the response head, driving the
+    /// connection meanwhile. A request the connection closed before sending
+    /// comes back in the error.
+    pub(crate) async fn send(
+        &mut self,
+        request: http::Request<B>,
+    ) -> Result<http::Response<Incoming>, TrySendError<http::Request<B>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(request));
+        std::future::poll_fn(|cx| {
+            // The connection first: it writes the request and reads the
+            // response, if it has arrived, so one pass usually suffices.
+            let ended = self.drive(cx);
+            // Only driving the connection (above) delivers the response, so
+            // the response need not wake this task: a wake from within its
+            // own poll would only poll the whole client connection again.
+            if ended {
+                response.as_mut().poll(cx)
+            } else {
+                response
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            }
+        })
+        .await
+    }
+
+    /// Moves what bytes can be moved now; afterwards `cx` is woken when
+    /// more can. Returns whether the connection has ended.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(connection) = self.connection.as_mut() else {
+            return true;
+        };
+        match Pin::new(&mut **connection).poll(cx) {
+            Poll::Pending => false,
+            Poll::Ready(result) => {
+                if let Err(error) = result {
+                    tracing::debug!(side = "upstream", error = %error, "befundserver connection ended");
+                }
+                self.connection = None;
+                true
+            }
+        }
+    }
+
+    /// Whether the connection can take a request now.
+    fn is_ready(&self) -> bool {
+        self.connection.is_some() && self.sender.is_ready()
+    }
+
+    /// Whether the connection has ended or cannot be used again.
+    fn is_closed(&self) -> bool {
+        self.connection.is_none() || self.sender.is_closed()
+    }
+
+    /// Drives the connection until it can take the next request; `false`
+    /// when it ended instead.
+    async fn settle(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            let ended = self.drive(cx);
+            if self.sender.is_ready() {
+                return Poll::Ready(!ended);
+            }
+            match self.sender.poll_ready(cx) {
+                Poll::Ready(result) => Poll::Ready(result.is_ok() && !ended),
+                Poll::Pending if ended => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
 /// The idle connections.
 #[derive(Debug)]
-pub(crate) struct Pool<B = RequestBody> {
-    idle: Mutex<Idle<B>>,
+pub(crate) struct Pool<T: Io, B: SendBody = RequestBody> {
+    idle: Mutex<Idle<T, B>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
 #[derive(Debug)]
-struct Idle<B> {
+struct Idle<T: Io, B: SendBody> {
     /// Most recently returned last.
-    senders: Vec<(Sender<B>, Instant)>,
+    connections: Vec<(UpstreamConn<T, B>, Instant)>,
     /// Whether a task is closing expired connections.
     reaper: bool,
 }
 
-impl<B: Send + 'static> Pool<B> {
+impl<T: Io, B: SendBody> Pool<T, B> {
     /// Keeps up to `max_idle` connections for up to `idle_timeout` each.
     pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(Idle {
-                senders: Vec::new(),
+                connections: Vec::new(),
                 reaper: false,
             }),
             max_idle,
@@ -53,7 +176,7 @@ impl<B: Send + 'static> Pool<B> {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Idle<B>> {
+    fn lock(&self) -> MutexGuard<'_, Idle<T, B>> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -61,18 +184,18 @@ impl<B: Send + 'static> Pool<B> {
 
     /// An idle connection ready for a request, the most recently used one.
     /// Closed and expired ones met on the way are dropped, which closes them.
-    pub(crate) fn checkout(&self) -> Option<Sender<B>> {
+    pub(crate) fn checkout(&self) -> Option<UpstreamConn<T, B>> {
         let mut stale = Vec::new();
         let found = {
             let mut idle = self.lock();
             loop {
-                match idle.senders.pop() {
-                    Some((sender, since))
-                        if sender.is_ready() && since.elapsed() < self.idle_timeout =>
+                match idle.connections.pop() {
+                    Some((upstream, since))
+                        if upstream.is_ready() && since.elapsed() < self.idle_timeout =>
                     {
-                        break Some(sender);
+                        break Some(upstream);
                     }
-                    Some((sender, _)) => stale.push(sender),
+                    Some((upstream, _)) => stale.push(upstream),
                     None => break None,
                 }
             }
@@ -82,11 +205,11 @@ impl<B: Send + 'static> Pool<B> {
     }
 
     /// Takes back a connection whose exchange is complete.
-    pub(crate) fn give_back(self: &Arc<Self>, mut sender: Sender<B>) {
-        if self.max_idle == 0 || sender.is_closed() {
+    pub(crate) fn give_back(self: &Arc<Self>, mut upstream: UpstreamConn<T, B>) {
+        if self.max_idle == 0 || upstream.is_closed() {
             return;
         }
-        if !sender.is_ready() {
+        if !upstream.is_ready() {
             // The connection still finishes the exchange (typically: the
             // request body is still going out). Keep it once it is done.
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -95,41 +218,58 @@ impl<B: Send + 'static> Pool<B> {
             let pool = Arc::downgrade(self);
             let timeout = self.idle_timeout;
             runtime.spawn(async move {
-                let ready = tokio::time::timeout(timeout, sender.ready()).await;
-                if let (Ok(Ok(())), Some(pool)) = (ready, pool.upgrade()) {
-                    pool.keep(sender);
+                let ready = tokio::time::timeout(timeout, upstream.settle()).await;
+                if let (Ok(true), Some(pool)) = (ready, pool.upgrade()) {
+                    pool.keep(upstream);
                 }
             });
             return;
         }
-        self.keep(sender);
+        self.keep(upstream);
     }
 
-    fn keep(self: &Arc<Self>, sender: Sender<B>) {
+    fn keep(self: &Arc<Self>, mut upstream: UpstreamConn<T, B>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut idle = self.lock();
-        if idle.senders.len() >= self.max_idle {
+        // Driven once more without a waker, the connection forgets the task
+        // that last drove it: the next request would otherwise wake that
+        // task (another client's) for nothing.
+        if upstream.drive(&mut Context::from_waker(Waker::noop())) || !upstream.is_ready() {
             return;
         }
-        idle.senders.push((sender, Instant::now()));
+        let mut idle = self.lock();
+        if idle.connections.len() >= self.max_idle {
+            return;
+        }
+        idle.connections.push((upstream, Instant::now()));
         if !idle.reaper {
             idle.reaper = true;
             runtime.spawn(reap(Arc::downgrade(self), self.idle_timeout));
         }
     }
 
-    /// Drops the connections idle for `idle_timeout` or closed; returns
-    /// whether any are left.
+    /// Drops the connections idle for `idle_timeout` or closed (by the
+    /// Befundserver too: each is driven once to notice); returns whether any
+    /// are left.
     fn reap_expired(&self) -> bool {
         let timeout = self.idle_timeout;
         let mut idle = self.lock();
-        let (kept, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut idle.senders)
-            .into_iter()
-            .partition(|(sender, since)| !sender.is_closed() && since.elapsed() < timeout);
-        idle.senders = kept;
-        let any_left = !idle.senders.is_empty();
+        // Nothing waits on an idle connection: whoever lends it next drives
+        // it with their own waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut expired = Vec::new();
+        let mut kept = Vec::with_capacity(idle.connections.len());
+        for (mut upstream, since) in std::mem::take(&mut idle.connections) {
+            let ended = upstream.drive(&mut cx);
+            if ended || upstream.is_closed() || since.elapsed() >= timeout {
+                expired.push(upstream);
+            } else {
+                kept.push((upstream, since));
+            }
+        }
+        idle.connections = kept;
+        let any_left = !idle.connections.is_empty();
         idle.reaper = any_left;
         drop(idle);
         drop(expired);
@@ -139,12 +279,12 @@ impl<B: Send + 'static> Pool<B> {
     /// Number of idle connections.
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.lock().senders.len()
+        self.lock().connections.len()
     }
 }
 
 /// Closes expired idle connections while there are any.
-async fn reap<B: Send + 'static>(pool: Weak<Pool<B>>, idle_timeout: Duration) {
+async fn reap<T: Io, B: SendBody>(pool: Weak<Pool<T, B>>, idle_timeout: Duration) {
     // Checking a few times per timeout bounds how long an expired
     // connection stays open to a quarter of the timeout.
     let period = (idle_timeout / 4).max(Duration::from_millis(10));
@@ -158,22 +298,23 @@ async fn reap<B: Send + 'static>(pool: Weak<Pool<B>>, idle_timeout: Duration) {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body from the Befundserver that returns its connection to
-    /// the pool once it has arrived completely.
-    pub struct PooledBody<B>
+    /// A response body from the Befundserver that drives its connection
+    /// while it is read and returns the connection to the pool once it has
+    /// arrived completely.
+    pub struct PooledBody<T, B>
     where
-        B: Send,
-        B: 'static,
+        T: Io,
+        B: SendBody,
     {
         #[pin]
         inner: Incoming,
-        lent: Option<(Sender<B>, Arc<Pool<B>>)>,
+        lent: Option<Lent<T, B>>,
     }
 
-    impl<B> PinnedDrop for PooledBody<B>
+    impl<T, B> PinnedDrop for PooledBody<T, B>
     where
-        B: Send,
-        B: 'static,
+        T: Io,
+        B: SendBody,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
@@ -184,7 +325,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B: Send + 'static> std::fmt::Debug for PooledBody<B> {
+impl<T: Io, B: SendBody> std::fmt::Debug for PooledBody<T, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledBody")
             .field("inner", &self.inner)
@@ -192,26 +333,33 @@ impl<B: Send + 'static> std::fmt::Debug for PooledBody<B> {
     }
 }
 
-/// A response body from the Befundserver, for a client's request.
-pub type UpstreamBody = PooledBody<RequestBody>;
+/// A connection lent out, and the pool it goes back to.
+type Lent<T, B> = (UpstreamConn<T, B>, Arc<Pool<T, B>>);
 
-fn give_back<B: Send + 'static>(lent: &mut Option<(Sender<B>, Arc<Pool<B>>)>) {
-    if let Some((sender, pool)) = lent.take() {
-        pool.give_back(sender);
+/// A response body from the Befundserver, for a client's request.
+pub type UpstreamBody = PooledBody<super::upstream::UpstreamIo, RequestBody>;
+
+fn give_back<T: Io, B: SendBody>(lent: &mut Option<Lent<T, B>>) {
+    if let Some((upstream, pool)) = lent.take() {
+        pool.give_back(upstream);
     }
 }
 
-impl<B: Send + 'static> PooledBody<B> {
-    /// `inner`, received on the connection of `sender`, lent from `pool`.
-    pub(crate) fn new(inner: Incoming, sender: Sender<B>, pool: Arc<Pool<B>>) -> Self {
+impl<T: Io, B: SendBody> PooledBody<T, B> {
+    /// `inner`, received on `upstream`, lent from `pool`.
+    pub(crate) fn new(
+        inner: Incoming,
+        upstream: UpstreamConn<T, B>,
+        pool: Arc<Pool<T, B>>,
+    ) -> Self {
         Self {
             inner,
-            lent: Some((sender, pool)),
+            lent: Some((upstream, pool)),
         }
     }
 }
 
-impl<B: Send + 'static> Body for PooledBody<B> {
+impl<T: Io, B: SendBody> Body for PooledBody<T, B> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -220,7 +368,19 @@ impl<B: Send + 'static> Body for PooledBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let mut this = self.project();
-        let result = this.inner.as_mut().poll_frame(cx);
+        // The connection first: it moves the body's next bytes, if any
+        // have arrived, into `inner`. As long as it runs, only it fills
+        // `inner`, so `inner` need not wake the task (see `send`).
+        let driven = match this.lent.as_mut() {
+            Some((upstream, _)) => !upstream.drive(cx),
+            None => false,
+        };
+        let result = if driven {
+            let mut quiet = Context::from_waker(Waker::noop());
+            this.inner.as_mut().poll_frame(&mut quiet)
+        } else {
+            this.inner.as_mut().poll_frame(cx)
+        };
         match &result {
             Poll::Ready(None) => give_back(this.lent),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => give_back(this.lent),
@@ -250,7 +410,9 @@ mod tests {
     use hyper::service::service_fn;
     use hyper::{Request, Response};
     use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
 
@@ -296,6 +458,47 @@ mod tests {
             }
         }
 
+        /// A Befundserver that answers one request per connection and closes
+        /// it once `close` is cancelled, without having said so beforehand
+        /// (no `Connection: close`), as one does when its keep-alive timeout
+        /// passes.
+        async fn start_closing_after_one_request(close: CancellationToken) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let open = Arc::new(AtomicUsize::new(0));
+            let (a, o) = (accepted.clone(), open.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (mut tcp, _) = listener.accept().await.unwrap();
+                    a.fetch_add(1, Ordering::Relaxed);
+                    o.fetch_add(1, Ordering::Relaxed);
+                    let (o, close) = (o.clone(), close.clone());
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tcp.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nxxx")
+                            .await;
+                        close.cancelled().await;
+                        drop(tcp);
+                        o.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+            });
+            Self {
+                addr,
+                accepted,
+                open,
+            }
+        }
+
         fn accepted(&self) -> usize {
             self.accepted.load(Ordering::Relaxed)
         }
@@ -305,29 +508,33 @@ mod tests {
         }
     }
 
-    async fn connect(addr: SocketAddr) -> Sender<Requests> {
+    type Io = TokioIo<TcpStream>;
+
+    async fn connect(addr: SocketAddr) -> UpstreamConn<Io, Requests> {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
-        tokio::spawn(connection);
-        sender
+        UpstreamConn::new(sender, connection)
     }
 
     /// Sends one request the way the proxy does and returns the response
     /// body, not yet read.
-    async fn request(pool: &Arc<Pool<Requests>>, addr: SocketAddr) -> PooledBody<Requests> {
-        let mut sender = match pool.checkout() {
-            Some(sender) => sender,
+    async fn request(pool: &Arc<Pool<Io, Requests>>, addr: SocketAddr) -> PooledBody<Io, Requests> {
+        let mut upstream = match pool.checkout() {
+            Some(upstream) => upstream,
             None => connect(addr).await,
         };
-        let request = Request::builder()
+        let response = upstream.send(get()).await.unwrap();
+        PooledBody::new(response.into_body(), upstream, pool.clone())
+    }
+
+    fn get() -> Request<Requests> {
+        Request::builder()
             .uri("/")
             .header("host", "befundserver")
             .body(Empty::new())
-            .unwrap();
-        let response = sender.try_send_request(request).await.unwrap();
-        PooledBody::new(response.into_body(), sender, pool.clone())
+            .unwrap()
     }
 
     async fn eventually(condition: impl Fn() -> bool) -> bool {
@@ -403,6 +610,41 @@ mod tests {
         assert!(eventually(|| pool.idle_count() == 0 && server.open() == 0).await);
         request(&pool, server.addr).await.collect().await.unwrap();
         assert_eq!(server.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_connection_the_befundserver_closed_gives_the_request_back_unsent() {
+        let close = CancellationToken::new();
+        let server = Server::start_closing_after_one_request(close.clone()).await;
+        let pool = Pool::new(8, Duration::from_secs(60));
+        request(&pool, server.addr).await.collect().await.unwrap();
+        assert!(eventually(|| pool.idle_count() == 1).await);
+        close.cancel();
+        // Nothing drives an idle connection, so it is still in the pool
+        // after the Befundserver closed it.
+        assert!(eventually(|| server.open() == 0).await);
+        assert_eq!(pool.idle_count(), 1);
+        let mut upstream = pool.checkout().unwrap();
+        let mut error = upstream.send(get()).await.unwrap_err();
+        assert!(error.take_message().is_some(), "{error:?}");
+        drop(upstream);
+        // A request the caller sends again goes out on a new connection.
+        request(&pool, server.addr).await.collect().await.unwrap();
+        assert_eq!(server.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn reaper_drops_idle_connections_the_befundserver_closed() {
+        let close = CancellationToken::new();
+        let server = Server::start_closing_after_one_request(close.clone()).await;
+        // Expiry would close the connection only after an hour.
+        let pool = Pool::new(8, Duration::from_secs(3600));
+        request(&pool, server.addr).await.collect().await.unwrap();
+        assert!(eventually(|| pool.idle_count() == 1).await);
+        close.cancel();
+        assert!(eventually(|| server.open() == 0).await);
+        assert!(!pool.reap_expired());
+        assert_eq!(pool.idle_count(), 0);
     }
 
     #[tokio::test]

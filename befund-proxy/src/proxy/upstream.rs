@@ -10,12 +10,15 @@ use http::uri::{Parts, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
+use hyper_rustls::MaybeHttpsStream;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
 use tower_service::Service as _;
 
 use super::activity::RequestBody;
-use super::pool::{Pool, Sender, UpstreamBody};
+use super::pool::{Pool, UpstreamBody, UpstreamConn};
 use crate::config::{Config, ConfigError, UpstreamScheme, UpstreamUrl};
 use crate::tls::crypto_provider;
 use crate::tls::files::ConfigFile;
@@ -32,11 +35,14 @@ pub enum UpstreamError {
     Exchange(#[source] hyper::Error),
 }
 
+/// What a connection to the Befundserver runs on.
+pub type UpstreamIo = MaybeHttpsStream<TokioIo<TcpStream>>;
+
 /// The client to the Befundserver.
 #[derive(Clone, Debug)]
 pub struct Upstream {
     connector: HttpsConnector<HttpConnector>,
-    pool: Arc<Pool>,
+    pool: Arc<Pool<UpstreamIo>>,
     base: UpstreamUrl,
     /// `scheme://authority`, what the connector connects to.
     origin: Uri,
@@ -127,14 +133,14 @@ impl Upstream {
         origin_form(request.uri_mut());
         request.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut sender, reused) = match self.pool.checkout() {
-                Some(sender) => (sender, true),
+            let (mut upstream, reused) = match self.pool.checkout() {
+                Some(upstream) => (upstream, true),
                 None => (self.connect().await?, false),
             };
-            match sender.try_send_request(request).await {
+            match upstream.send(request).await {
                 Ok(response) => {
                     let pool = self.pool.clone();
-                    return Ok(response.map(|body| UpstreamBody::new(body, sender, pool)));
+                    return Ok(response.map(|body| UpstreamBody::new(body, upstream, pool)));
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => request = unsent,
@@ -144,8 +150,9 @@ impl Upstream {
         }
     }
 
-    /// Opens a connection and starts its task.
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
+    /// Opens a connection. It is driven by whoever sends on it (see
+    /// [`super::pool`]).
+    async fn connect(&self) -> Result<UpstreamConn<UpstreamIo>, UpstreamError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -157,12 +164,7 @@ impl Upstream {
         let (sender, connection) = http1::handshake(io)
             .await
             .map_err(UpstreamError::Exchange)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(side = "upstream", error = %error, "befundserver connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(UpstreamConn::new(sender, connection))
     }
 }
 

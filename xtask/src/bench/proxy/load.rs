@@ -51,6 +51,11 @@ pub struct Load {
     pub seconds: u32,
     /// Concurrent connections.
     pub connections: u32,
+    /// Requests per second for the keep-alive scenario, all connections
+    /// together; `None` for as many as the proxy answers. At a fixed rate
+    /// below both proxies' capacity, the CPU time per request compares them
+    /// with less noise from other load on the machine than saturation does.
+    pub rate: Option<u32>,
 }
 
 /// What one run measured.
@@ -90,11 +95,15 @@ impl Driver<'_> {
             .with_context(|| format!("{} is not running", proxy.name()))?;
         let mut cmd = self.command(lab, proxy, scenario, load)?;
         eprintln!(
-            "bench: {} / {}: {} s, {} connections",
+            "bench: {} / {}: {} s, {} connections{}",
             proxy.name(),
             scenario.name(),
             load.seconds,
-            load.connections
+            load.connections,
+            match (scenario, load.rate) {
+                (Scenario::KeepAlive, Some(rate)) => format!(", {rate} requests/s"),
+                _ => String::new(),
+            }
         );
 
         let cpu_before = cpu::tree_ticks(pid);
@@ -134,8 +143,14 @@ impl Driver<'_> {
                 target.ip(),
                 target.port()
             ));
-        if scenario == Scenario::Handshake {
-            cmd.arg("--disable-keepalive");
+        match (scenario, load.rate) {
+            (Scenario::Handshake, _) => {
+                cmd.arg("--disable-keepalive");
+            }
+            (Scenario::KeepAlive, Some(rate)) => {
+                cmd.args(["-q", &rate.to_string()]);
+            }
+            (Scenario::KeepAlive, None) => {}
         }
         cmd.arg(format!("https://{SERVER_NAME}{PATH}"));
         Ok(cmd)
