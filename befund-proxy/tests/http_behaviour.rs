@@ -15,7 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use common::pki::SERVER_NAME;
 use common::{
     ClientAuth, Exchange, LogCapture, Options, RecordingUpstream, RunningProxy, Setup,
-    client_config, closed_port, connect, eventually, exchange, get, status_of, wait_for_lines,
+    client_config, closed_port, connect, eventually, exchange, get, read_responses, status_of,
+    wait_for_lines,
 };
 
 async fn proxy_to(upstream: String, options: Options) -> (Setup, RunningProxy) {
@@ -320,22 +321,6 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let rest = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf)).await;
     assert!(rest.is_ok(), "the idle connection was closed");
     proxy.stop().await;
-}
-
-/// Reads from `stream` until `n` responses of the recording upstream
-/// (whose body is `hello from upstream`) have arrived; returns the text.
-async fn read_responses(stream: &mut (impl AsyncReadExt + Unpin), n: usize) -> String {
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    while text.matches("hello from upstream").count() < n {
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .expect("the response arrives")
-            .unwrap();
-        assert!(read > 0, "connection closed after {text:?}");
-        text.push_str(&String::from_utf8_lossy(&buf[..read]));
-    }
-    text
 }
 
 fn recorded_paths(upstream: &RecordingUpstream) -> Vec<String> {

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 
 use common::pki::SERVER_NAME;
 use common::{
-    ClientAuth, Options, RecordingUpstream, RunningProxy, Setup, client_config, connect, eventually,
+    ClientAuth, Options, RecordingUpstream, RunningProxy, Setup, client_config, connect,
+    eventually, read_responses,
 };
 
 /// Longest wait for anything in these tests; only a guard against hanging.
@@ -34,21 +35,6 @@ fn http1_client(setup: &Setup) -> Arc<rustls::ClientConfig> {
         ClientAuth::Cert(&setup.pki.valid),
         &[b"http/1.1"],
     )
-}
-
-/// Reads until `n` responses of the recording upstream have arrived.
-async fn read_responses(stream: &mut (impl AsyncReadExt + Unpin), n: usize) -> String {
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    while text.matches("hello from upstream").count() < n {
-        let read = tokio::time::timeout(GUARD, stream.read(&mut buf))
-            .await
-            .expect("the response arrives")
-            .unwrap();
-        assert!(read > 0, "connection closed after {text:?}");
-        text.push_str(&String::from_utf8_lossy(&buf[..read]));
-    }
-    text
 }
 
 /// Reads until the proxy closes the connection; what arrived before.

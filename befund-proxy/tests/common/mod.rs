@@ -542,6 +542,23 @@ pub async fn wait_for_lines(path: &Path, n: usize) -> Vec<String> {
     panic!("{} never reached {n} lines", path.display());
 }
 
+/// Reads from `stream` until `n` responses of [`RecordingUpstream`] (whose
+/// body is `hello from upstream`) have arrived; returns the text. Fails if
+/// the connection closes first or nothing arrives for 30 s.
+pub async fn read_responses(stream: &mut (impl AsyncReadExt + Unpin), n: usize) -> String {
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while text.matches("hello from upstream").count() < n {
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf))
+            .await
+            .expect("the response arrives")
+            .unwrap();
+        assert!(read > 0, "connection closed after {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..read]));
+    }
+    text
+}
+
 /// Waits up to ten seconds for `condition` (server-side bookkeeping can trail
 /// what the client already saw).
 pub async fn eventually(condition: impl Fn() -> bool) -> bool {
