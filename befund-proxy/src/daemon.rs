@@ -10,8 +10,8 @@
 //!    run left pinned), before anything listens;
 //! 4. bind the HTTPS listeners and the admin listener;
 //! 5. drop privileges to `runtime.user`, when configured;
-//! 6. tell systemd `READY=1` and serve until SIGTERM or SIGINT; SIGHUP
-//!    reloads.
+//! 6. start the connection worker threads, tell systemd `READY=1` and serve
+//!    until SIGTERM or SIGINT; SIGHUP reloads.
 //!
 //! The filter stays pinned when the daemon exits, on purpose or not.
 //!
@@ -147,10 +147,15 @@ pub fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
         privileges::check_files_after_drop(user, &config)?;
     }
 
-    let runtime = tokio::runtime::Runtime::new().map_err(|source| DaemonError::Runtime {
-        what: "start the async runtime",
-        source,
-    })?;
+    // One thread for signals, reloads, the admin listener and accepting;
+    // the connections are served by the proxy's own worker threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| DaemonError::Runtime {
+            what: "start the async runtime",
+            source,
+        })?;
     let parts = Parts {
         config,
         firewall,

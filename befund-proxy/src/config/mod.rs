@@ -167,7 +167,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const BASE: &str = r#"
+    pub(super) const BASE: &str = r#"
 [firewall]
 interface = "wan0"
 proxy_addresses = ["192.0.2.10"]
@@ -221,6 +221,17 @@ secret_file = "/etc/befund/secret"
             running.restart_only_changes(&parse(&edited)),
             ["firewall.interface", "tls.listen", "[upstream]"]
         );
+    }
+
+    #[test]
+    fn connection_workers_default_to_one_per_cpu_and_change_only_at_a_restart() {
+        let running = parse(BASE);
+        assert_eq!(
+            running.runtime.connection_workers(),
+            std::thread::available_parallelism().unwrap()
+        );
+        let edited = parse(&format!("{BASE}\n[runtime]\nworkers = 3\n"));
+        assert_eq!(running.restart_only_changes(&edited), ["[runtime]"]);
     }
 }
 
@@ -304,6 +315,23 @@ mod parse_error_tests {
         assert_eq!(e.lines().count(), 1, "{e}");
         assert!(e.starts_with("/etc/befund/befund.toml: line 4"), "{e}");
         assert!(e.contains("key `firewall.proxy_port`"), "{e}");
+    }
+
+    #[test]
+    fn zero_or_too_many_connection_workers_are_named_with_the_fix() {
+        let base = super::tests::BASE;
+        let zero = error(&format!("{base}\n[runtime]\nworkers = 0\n"));
+        assert!(zero.contains("key `runtime.workers`"), "{zero}");
+        assert!(zero.contains("nonzero"), "{zero}");
+        let many = error(&format!("{base}\n[runtime]\nworkers = 1000\n"));
+        assert!(many.contains("key `runtime.workers`"), "{many}");
+        assert!(many.contains("remove the key to run one per CPU"), "{many}");
+        let two = Config::parse(
+            Path::new("b.toml"),
+            &format!("{base}\n[runtime]\nworkers = 2\n"),
+        )
+        .unwrap();
+        assert_eq!(two.runtime.connection_workers().get(), 2);
     }
 
     #[test]

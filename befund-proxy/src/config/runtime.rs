@@ -1,5 +1,6 @@
 //! `[runtime]`: how the daemon runs once its sockets are bound.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -21,6 +22,9 @@ pub struct RuntimeConfig {
     /// `befundctl reload` signals the process named there.
     #[serde(default = "default_pid_file")]
     pub pid_file: PathBuf,
+    /// Threads serving client connections, each with its own connections.
+    /// Unset: one per CPU the daemon may run on.
+    pub workers: Option<NonZeroUsize>,
 }
 
 impl Default for RuntimeConfig {
@@ -28,6 +32,7 @@ impl Default for RuntimeConfig {
         Self {
             user: None,
             pid_file: default_pid_file(),
+            workers: None,
         }
     }
 }
@@ -37,6 +42,17 @@ fn default_pid_file() -> PathBuf {
 }
 
 impl RuntimeConfig {
+    /// Most connection worker threads `workers` may ask for: far more than
+    /// any appliance has CPUs.
+    pub const MAX_WORKERS: usize = 256;
+
+    /// Number of connection worker threads: `workers`, or one per CPU the
+    /// daemon may run on.
+    pub fn connection_workers(&self) -> NonZeroUsize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+    }
+
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, problem: String| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -51,6 +67,18 @@ impl RuntimeConfig {
                 format!(
                     "`{user}` is no unprivileged user; name a system user such as \"befund\" or \
                      remove the key"
+                ),
+            ));
+        }
+        if let Some(workers) = self.workers
+            && workers.get() > Self::MAX_WORKERS
+        {
+            return Err(invalid(
+                "workers",
+                format!(
+                    "{workers} threads is more than the {} allowed; remove the key to run one \
+                     per CPU",
+                    Self::MAX_WORKERS
                 ),
             ));
         }

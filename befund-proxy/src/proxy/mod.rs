@@ -5,7 +5,9 @@
 //! Start-up is split so the daemon can order it: [`Proxy::load`] reads the
 //! certificates, keys, CRLs, secret and audit file; [`Proxy::bind`] binds the
 //! listening sockets (still privileged); after dropping privileges the daemon
-//! calls [`BoundProxy::serve`].
+//! calls [`BoundProxy::serve`], which accepts on the caller's runtime and
+//! serves each connection on one of the proxy's worker threads
+//! ([`workers`]).
 
 pub mod activity;
 pub mod authority;
@@ -18,14 +20,16 @@ mod pool;
 mod service;
 mod supervised;
 pub mod upstream;
+mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +41,7 @@ pub use self::metrics::{ProxyMetrics, Side};
 pub use self::pool::{PooledBody, UpstreamBody};
 use self::service::Shared;
 pub use self::upstream::Upstream;
+use self::workers::Workers;
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError, LimitsConfig};
 use crate::tls::{SharedTlsState, TlsState, TlsStateCell};
@@ -66,6 +71,9 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// The connection worker threads could not be started.
+    #[error("cannot start the connection workers: {0}")]
+    Workers(#[source] std::io::Error),
     /// A bound socket could not be registered with the runtime.
     #[error("cannot serve on {addr}: {source}")]
     Register {
@@ -81,11 +89,13 @@ pub enum ProxyError {
 #[derive(Debug)]
 pub struct Proxy {
     tls: SharedTlsState,
-    shared: Arc<Shared>,
+    shared: Shared,
     live: Arc<LiveConnections>,
     listen: Vec<SocketAddr>,
     limits: LimitsConfig,
     stall_timeout: Duration,
+    /// Connection worker threads.
+    workers: NonZeroUsize,
 }
 
 impl Proxy {
@@ -108,13 +118,13 @@ impl Proxy {
         let upstream = Upstream::load(config)?;
         let identity_headers = IdentityHeaders::load(config)?;
         let audit = AuditLog::open(config)?;
-        let shared = Arc::new(Shared {
+        let shared = Shared {
             server_name: config.tls.server_name.clone(),
             identity_headers,
             upstream,
-            audit,
+            audit: Arc::new(audit),
             metrics: Arc::new(ProxyMetrics::default()),
-        });
+        };
         Ok(Self {
             tls: Arc::new(TlsStateCell::new(tls)),
             shared,
@@ -122,6 +132,7 @@ impl Proxy {
             listen: config.tls.listen.clone(),
             limits: config.limits.clone(),
             stall_timeout: config.upstream.response_timeout + config.limits.idle_timeout,
+            workers: config.runtime.connection_workers(),
         })
     }
 
@@ -218,13 +229,20 @@ impl BoundProxy {
     /// in progress finish for up to `limits.shutdown_grace` and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
         let Self { proxy, listeners } = self;
-        let ctx = Arc::new(ConnectionContext {
-            shared: proxy.shared.clone(),
-            tls: proxy.tls.clone(),
-            limits: proxy.limits.clone(),
-            stall_timeout: proxy.stall_timeout,
-            live: proxy.live.clone(),
-        });
+        let workers = proxy.workers.get();
+        let contexts = (0..workers)
+            .map(|_| {
+                Arc::new(ConnectionContext {
+                    shared: Arc::new(proxy.shared.for_worker(workers)),
+                    tls: proxy.tls.clone(),
+                    limits: proxy.limits.clone(),
+                    stall_timeout: proxy.stall_timeout,
+                    live: proxy.live.clone(),
+                })
+            })
+            .collect();
+        let workers = Arc::new(Workers::start(contexts).map_err(ProxyError::Workers)?);
+        tracing::info!(threads = workers.len(), "connection workers started");
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(proxy.limits.max_connections.get()));
@@ -236,7 +254,9 @@ impl BoundProxy {
             let accept = AcceptLoop {
                 listener,
                 addr,
-                ctx: ctx.clone(),
+                workers: workers.clone(),
+                metrics: proxy.shared.metrics.clone(),
+                max_connections: proxy.limits.max_connections.get(),
                 cancel: cancel.clone(),
                 tracker: tracker.clone(),
                 permits: permits.clone(),
@@ -262,6 +282,9 @@ impl BoundProxy {
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
+        if let Some(workers) = Arc::into_inner(workers) {
+            workers.stop().await;
+        }
         tracing::info!("proxy stopped");
         Ok(())
     }
@@ -270,7 +293,9 @@ impl BoundProxy {
 struct AcceptLoop {
     listener: TcpListener,
     addr: SocketAddr,
-    ctx: Arc<ConnectionContext>,
+    workers: Arc<Workers>,
+    metrics: Arc<ProxyMetrics>,
+    max_connections: usize,
     cancel: CancellationToken,
     tracker: TaskTracker,
     permits: Arc<Semaphore>,
@@ -294,23 +319,34 @@ impl AcceptLoop {
                 }
             };
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-                self.ctx.shared.metrics.connections_over_limit.inc();
+                self.metrics.connections_over_limit.inc();
                 drop(tcp);
-                self.over_limit
-                    .note(peer, self.ctx.limits.max_connections.get());
+                self.over_limit.note(peer, self.max_connections);
                 continue;
             };
-            self.ctx.shared.metrics.connections_accepted.inc();
-            self.ctx.shared.metrics.connections_open.inc();
+            self.metrics.connections_accepted.inc();
+            self.metrics.connections_open.inc();
             let _ = tcp.set_nodelay(true);
             let local = tcp.local_addr().unwrap_or(self.addr);
-            let ctx = self.ctx.clone();
+            // Registered again on the worker's runtime, which polls it from now on.
+            let tcp = match tcp.into_std() {
+                Ok(tcp) => tcp,
+                Err(error) => {
+                    tracing::warn!(%peer, error = %error, "cannot hand the connection to a worker");
+                    self.metrics.connections_open.dec();
+                    continue;
+                }
+            };
             let cancel = self.cancel.clone();
-            self.tracker.spawn(async move {
-                let metrics = ctx.shared.metrics.clone();
-                serve_connection(ctx, tcp, peer, local, cancel).await;
-                metrics.connections_open.dec();
-                drop(permit);
+            let metrics = self.metrics.clone();
+            self.workers.spawn(|ctx| {
+                self.tracker.track_future(async move {
+                    if let Ok(tcp) = TcpStream::from_std(tcp) {
+                        serve_connection(ctx, tcp, peer, local, cancel).await;
+                    }
+                    metrics.connections_open.dec();
+                    drop(permit);
+                })
             });
         }
     }

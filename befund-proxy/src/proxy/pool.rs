@@ -176,6 +176,16 @@ impl<T: Io, B: SendBody> Pool<T, B> {
         })
     }
 
+    /// Most idle connections kept.
+    pub(crate) fn max_idle(&self) -> usize {
+        self.max_idle
+    }
+
+    /// How long an idle connection is kept.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
     fn lock(&self) -> MutexGuard<'_, Idle<T, B>> {
         self.idle
             .lock()

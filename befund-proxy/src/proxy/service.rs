@@ -25,14 +25,28 @@ use super::pool::UpstreamBody;
 use super::upstream::{Upstream, UpstreamError};
 use crate::audit::{AuditLog, ConnectionFields, RequestFields};
 
-/// What every connection of the proxy shares.
+/// What the connections of one worker share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub server_name: String,
     pub identity_headers: IdentityHeaders,
     pub upstream: Upstream,
-    pub audit: AuditLog,
+    pub audit: Arc<AuditLog>,
     pub metrics: Arc<ProxyMetrics>,
+}
+
+impl Shared {
+    /// The same, for one of `workers` connection workers: with its own
+    /// share of the Befundserver connection pool.
+    pub fn for_worker(&self, workers: usize) -> Self {
+        Self {
+            server_name: self.server_name.clone(),
+            identity_headers: self.identity_headers.clone(),
+            upstream: self.upstream.with_own_pool(workers),
+            audit: self.audit.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 /// One verified client connection, with what its requests share prepared

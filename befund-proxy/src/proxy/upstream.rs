@@ -93,6 +93,19 @@ impl Upstream {
         })
     }
 
+    /// The same client with a pool of its own, for one of `shares` connection
+    /// workers: it keeps `pool_max_idle / shares` idle connections (rounded
+    /// up), so that all pools together keep about `pool_max_idle`.
+    pub fn with_own_pool(&self, shares: usize) -> Self {
+        Self {
+            pool: Pool::new(
+                self.pool.max_idle().div_ceil(shares.max(1)),
+                self.pool.idle_timeout(),
+            ),
+            ..self.clone()
+        }
+    }
+
     /// The Befundserver's `host:port` (the scheme's port when the URL has
     /// none), for reachability checks.
     pub fn authority(&self) -> String {

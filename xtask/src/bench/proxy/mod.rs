@@ -204,7 +204,7 @@ fn print_header(machine: &Machine, tools: &Tools, plan: &Plan, binaries: &Binari
         machine.date, machine.cpus, machine.cpu_model, machine.kernel, machine.load_at_start
     );
     println!(
-        "{}; {}; {} with {} runtime threads, nginx with {} workers",
+        "{}; {}; {} with {} connection workers, nginx with {} workers",
         tools.oha_version,
         tools.nginx_version,
         binaries.befund_proxy.display(),

@@ -137,8 +137,7 @@ pub fn start_all(lab: &mut Lab, pki: &Pki, befund_proxy: &Path, capacity: Capaci
     ))
     .arg(befund_proxy)
     .args(["run", "--config"])
-    .arg(&ours_conf)
-    .env("TOKIO_WORKER_THREADS", capacity.workers.to_string());
+    .arg(&ours_conf);
     lab.spawn(Proxy::Ours.service(), cmd)?;
     lab.wait_for_port("befund-proxy", &client, Proxy::Ours.addr())?;
     check_open_file_limit(lab, capacity)?;
@@ -301,6 +300,7 @@ audit = "{audit}"
 
 [runtime]
 pid_file = "{pid_file}"
+workers = {workers}
 "#,
         wan = lab::WAN_INTERFACE,
         ours = lab::OURS_ADDR,
@@ -318,6 +318,7 @@ pid_file = "{pid_file}"
         audit = path_str(&Proxy::Ours.audit_log(lab))?,
         pid_file = path_str(&lab.dir.join("befund-proxy.pid"))?,
         max_connections = capacity.max_connections,
+        workers = capacity.workers,
     ))
 }
 
