@@ -395,3 +395,137 @@ async fn handshake_under_way_while_the_certificate_is_revoked_is_closed_once_ver
     assert_eq!(forwarded, ["/before"]);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn http2_streams_in_flight_at_shutdown_are_answered_on_every_worker() {
+    let upstream = GatedUpstream::start().await;
+    let setup = Setup::new(&Options {
+        upstream: upstream.url(),
+        extra_limits: "shutdown_grace = \"20s\"".into(),
+        workers: Some(2),
+        ..Options::default()
+    });
+    let proxy = RunningProxy::start(&setup.config()).await;
+    let config = client_config(&setup.pki, ClientAuth::Cert(&setup.pki.valid), &[b"h2"]);
+    let mut pending = Vec::new();
+    let mut drivers = Vec::new();
+    for c in 0..3 {
+        let stream = connect(config.clone(), proxy.addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        drivers.push(tokio::spawn(conn));
+        for s in 0..10 {
+            let mut sender = sender.clone();
+            let request = hyper::Request::get(format!("https://{SERVER_NAME}/h2/{c}/{s}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            pending.push(tokio::spawn(async move {
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let body = http_body_util::BodyExt::collect(response.into_body()).await?;
+                Ok::<_, hyper::Error>((status, body.to_bytes()))
+            }));
+        }
+    }
+    assert!(eventually(|| upstream.arrived.load(Ordering::SeqCst) == 30).await);
+    let stopped = tokio::spawn(proxy.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    upstream.release(30);
+    for request in pending {
+        let (status, body) = request.await.unwrap().unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(&body[..], b"hello from upstream");
+    }
+    for driver in drivers {
+        tokio::time::timeout(GUARD, driver)
+            .await
+            .expect("the proxy ends the connection")
+            .unwrap()
+            .unwrap();
+    }
+    stopped.await.unwrap();
+    assert_eq!(setup.audit_lines().len(), 30);
+}
+
+/// A Befundserver on `port` that answers 200 `hello from upstream`;
+/// aborting the task closes the listener and every connection.
+fn befundserver_on(listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(
+                            b"hello from upstream",
+                        )),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// Sends a GET on `stream` and returns the status of its response.
+async fn status_on(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), path: &str) -> u16 {
+    stream
+        .write_all(get_request(path).as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // Either answer is short and has a Content-Length: read until its body.
+    loop {
+        let n = tokio::time::timeout(GUARD, stream.read(&mut buf))
+            .await
+            .expect("an answer arrives")
+            .unwrap();
+        assert!(n > 0, "closed after {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if text.ends_with("hello from upstream") || text.ends_with("bad gateway\n") {
+            return common::status_of(&text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn befundserver_restarted_under_load_is_used_again_by_every_worker() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let befundserver = befundserver_on(listener);
+    let setup = Setup::new(&Options {
+        upstream: format!("http://{addr}"),
+        workers: Some(3),
+        ..Options::default()
+    });
+    let proxy = RunningProxy::start(&setup.config()).await;
+    // Keep-alive connections on each worker fill each worker's pool.
+    let mut streams = Vec::new();
+    for i in 0..6 {
+        let mut stream = connect(http1_client(&setup), proxy.addr).await.unwrap();
+        assert_eq!(status_on(&mut stream, &format!("/warm/{i}")).await, 200);
+        streams.push(stream);
+    }
+    // The Befundserver goes away with its connections: 502, documented.
+    befundserver.abort();
+    let _ = befundserver.await;
+    for stream in &mut streams {
+        assert_eq!(status_on(stream, "/down").await, 502);
+    }
+    // Back on the same port: every worker's pool recovers.
+    let befundserver = befundserver_on(TcpListener::bind(addr).await.unwrap());
+    for round in 0..2 {
+        for stream in &mut streams {
+            assert_eq!(status_on(stream, &format!("/back/{round}")).await, 200);
+        }
+    }
+    befundserver.abort();
+    proxy.stop().await;
+}
