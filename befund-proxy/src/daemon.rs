@@ -275,6 +275,7 @@ async fn serve(config_path: &Path, parts: Parts) -> Result<(), DaemonError> {
 
     let tls = bound.tls_state();
     let metrics = bound.metrics();
+    let workers = bound.worker_probe();
     let firewall = Arc::new(Mutex::new(firewall));
     let health = Arc::new(Health::new(
         filter,
@@ -303,7 +304,10 @@ async fn serve(config_path: &Path, parts: Parts) -> Result<(), DaemonError> {
     notify::ready("serving");
     if let Some(interval) = notify::watchdog_interval() {
         info!(interval = ?interval, "systemd watchdog enabled");
-        tokio::spawn(notify::watchdog(interval, cancel.clone()));
+        tokio::spawn(notify::watchdog(interval, cancel.clone(), move |within| {
+            let workers = workers.clone();
+            async move { workers.all_responding(within).await }
+        }));
     }
 
     let mut running = config;

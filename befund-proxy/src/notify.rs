@@ -1,6 +1,7 @@
 //! systemd readiness notification (`Type=notify` / `notify-reload`) and the
 //! watchdog. Without `$NOTIFY_SOCKET` every call does nothing.
 
+use std::future::Future;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -40,15 +41,34 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled()
 }
 
-/// Sends `WATCHDOG=1` every half of `interval` until `cancel`. Runs on the
-/// daemon's runtime, so a stuck runtime stops the pings and systemd restarts
-/// the daemon.
-pub async fn watchdog(interval: Duration, cancel: CancellationToken) {
+/// Sends `WATCHDOG=1` every half of `interval` until `cancel`, each time
+/// only if `responding` (given a quarter of `interval`) says the threads
+/// that serve connections still run. Runs on the daemon's runtime, so a
+/// stuck runtime stops the pings too; either way systemd restarts the
+/// daemon.
+pub async fn watchdog<F, R>(interval: Duration, cancel: CancellationToken, mut responding: F)
+where
+    F: FnMut(Duration) -> R,
+    R: Future<Output = bool>,
+{
     let mut ticks = tokio::time::interval(interval / 2);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = ticks.tick() => send(&[NotifyState::Watchdog]),
+            _ = ticks.tick() => {}
+        }
+        let answered = tokio::select! {
+            () = cancel.cancelled() => return,
+            answered = responding(interval / 4) => answered,
+        };
+        if answered {
+            send(&[NotifyState::Watchdog]);
+        } else {
+            tracing::error!(
+                side = "proxy",
+                "a connection worker thread is stuck; withholding the watchdog ping so that \
+                 the service manager restarts the daemon"
+            );
         }
     }
 }

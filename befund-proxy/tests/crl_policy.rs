@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use common::pki::{REVOKED_SERIAL, SERVER_NAME};
 use common::{
     ClientAuth, LogCapture, Options, RecordingUpstream, RunningProxy, Setup, client_config,
-    connect, exchange, get, status_of,
+    connect, eventually, exchange, get, status_of,
 };
 
 async fn wait_for_refusal(proxy: &RunningProxy, reason: RefusalReason) {
@@ -55,6 +55,18 @@ async fn expired_crl_refuses_clients_of_its_ca_and_logs_an_error_naming_file_and
         "a valid client of that CA is refused: {outcome:?}"
     );
     wait_for_refusal(&proxy, RefusalReason::CrlExpired).await;
+    // Logged on a worker thread: the lines may trail the counter.
+    assert!(
+        eventually(|| {
+            !logs
+                .lines_with(&["ERROR", "client refused: CRL expired", &crl_file])
+                .is_empty()
+                && !logs
+                    .lines_with(&["TLS handshake refused", "reason=\"crl_expired\""])
+                    .is_empty()
+        })
+        .await
+    );
     assert!(upstream.recorded().is_empty());
     assert_eq!(
         logs.lines_with(&["TLS handshake refused", "reason=\"crl_expired\""])

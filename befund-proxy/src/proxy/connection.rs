@@ -77,10 +77,10 @@ pub(crate) async fn serve_connection(
     local: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let Some(stream) = handshake(&ctx, tcp, peer, &shutdown).await else {
+    let Some((stream, verified_by)) = handshake(&ctx, tcp, peer, &shutdown).await else {
         return;
     };
-    if let Some(serving) = serve_verified(ctx, stream, peer, local, shutdown) {
+    if let Some(serving) = serve_verified(ctx, stream, &verified_by, peer, local, shutdown) {
         serving.await;
     }
 }
@@ -115,13 +115,14 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
 type Http1Connection = http1::Connection<Io, Handler>;
 
 /// The TLS handshake, within `limits.handshake_timeout`; a refusal is logged
-/// and counted.
+/// and counted. Returns the stream and the TLS state that verified the
+/// client.
 async fn handshake(
     ctx: &ConnectionContext,
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: &CancellationToken,
-) -> Option<TlsStream> {
+) -> Option<(TlsStream, Arc<TlsState>)> {
     let state = ctx.tls.load_full();
     let acceptor = TlsAcceptor::from(state.server_config.clone());
     let handshake =
@@ -131,7 +132,7 @@ async fn handshake(
         () = shutdown.cancelled() => return None,
     };
     match outcome {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => Some((stream, state)),
         Ok(Err(error)) => {
             let reason = RefusalReason::classify(&error);
             refuse(ctx, &state, peer, reason, Some(&error));
@@ -147,13 +148,14 @@ async fn handshake(
 /// Reads the verified client's identity, registers the connection for
 /// trust re-checks, and returns the HTTP/1.1 or HTTP/2 connection (as
 /// negotiated by ALPN) under its deadlines; `None` if the certificate
-/// cannot be read.
+/// cannot be read or the trust state in force no longer admits it.
 ///
 /// Not async: the stream is taken by value and moved on, so no future keeps
 /// a copy of it besides the HTTP connection's.
 fn serve_verified(
     ctx: Arc<ConnectionContext>,
     stream: TlsStream,
+    verified_by: &Arc<TlsState>,
     peer: SocketAddr,
     local: SocketAddr,
     shutdown: CancellationToken,
@@ -181,8 +183,28 @@ fn serve_verified(
         peer,
         identity.serial.clone(),
         identity.subject.clone(),
-        chain,
+        chain.clone(),
     );
+    // A trust change (reload, CRL update) put in force after the handshake
+    // began re-checked the open connections without this one; from now on
+    // it is registered and every later change re-checks it. Check it here
+    // against the state in force now.
+    let current = ctx.tls.load_full();
+    if !Arc::ptr_eq(&current, verified_by)
+        && let Err(error) = current.verify_client_chain(&chain)
+    {
+        let reason = RefusalReason::from_tls_error(&error);
+        ctx.shared
+            .metrics
+            .connections_closed_by_trust_change
+            .record(reason);
+        tracing::warn!(
+            %peer, serial = %identity.serial, subject = %identity.subject,
+            reason = reason.as_str(),
+            "client certificate no longer admitted; connection closed"
+        );
+        return None;
+    }
     ctx.shared.metrics.handshakes_completed.inc();
     tracing::debug!(
         %peer, subject = %identity.subject, serial = %identity.serial,

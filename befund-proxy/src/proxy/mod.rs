@@ -41,6 +41,7 @@ pub use self::metrics::{ProxyMetrics, Side};
 pub use self::pool::{PooledBody, UpstreamBody};
 use self::service::Shared;
 pub use self::upstream::Upstream;
+pub use self::workers::WorkerProbe;
 use self::workers::Workers;
 use crate::audit::AuditLog;
 use crate::config::{Config, ConfigError, LimitsConfig};
@@ -96,6 +97,8 @@ pub struct Proxy {
     stall_timeout: Duration,
     /// Connection worker threads.
     workers: NonZeroUsize,
+    /// Whether those threads still run their tasks.
+    probe: WorkerProbe,
 }
 
 impl Proxy {
@@ -133,6 +136,7 @@ impl Proxy {
             limits: config.limits.clone(),
             stall_timeout: config.upstream.response_timeout + config.limits.idle_timeout,
             workers: config.runtime.connection_workers(),
+            probe: WorkerProbe::default(),
         })
     }
 
@@ -225,6 +229,12 @@ impl BoundProxy {
         self.proxy.upstream_authority()
     }
 
+    /// Asks the connection worker threads, once serving, whether they still
+    /// run their tasks (for the service manager's watchdog).
+    pub fn worker_probe(&self) -> WorkerProbe {
+        self.proxy.probe.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets requests
     /// in progress finish for up to `limits.shutdown_grace` and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
@@ -242,6 +252,7 @@ impl BoundProxy {
             })
             .collect();
         let workers = Arc::new(Workers::start(contexts).map_err(ProxyError::Workers)?);
+        proxy.probe.set(workers.runtimes());
         tracing::info!(threads = workers.len(), "connection workers started");
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -282,6 +293,7 @@ impl BoundProxy {
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
+        proxy.probe.set(Vec::new());
         if let Some(workers) = Arc::into_inner(workers) {
             workers.stop().await;
         }

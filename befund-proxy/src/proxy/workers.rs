@@ -14,9 +14,10 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
@@ -80,6 +81,11 @@ impl<C> Workers<C> {
         self.workers.len()
     }
 
+    /// The workers' runtimes, for a [`WorkerProbe`].
+    pub(crate) fn runtimes(&self) -> Vec<Handle> {
+        self.workers.iter().map(|w| w.runtime.clone()).collect()
+    }
+
     /// Runs the connection task `serve(ctx)` on the worker with the fewest
     /// open connections, with that worker's context.
     pub(crate) fn spawn<F, Fut>(&self, serve: F)
@@ -111,6 +117,44 @@ impl<C> Workers<C> {
             }
         })
         .await;
+    }
+}
+
+/// Asks the running connection workers whether their threads still run
+/// their tasks: a worker whose thread is stuck (in a blocking call, a loop)
+/// stalls every connection it serves. Empty until the workers start and
+/// again once they are told to stop.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerProbe {
+    runtimes: Arc<Mutex<Vec<Handle>>>,
+}
+
+impl WorkerProbe {
+    /// Probes these runtimes from now on (none: nothing to probe).
+    pub(crate) fn set(&self, runtimes: Vec<Handle>) {
+        *self
+            .runtimes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = runtimes;
+    }
+
+    /// Whether every worker runs a task handed to it within `within`.
+    pub async fn all_responding(&self, within: Duration) -> bool {
+        let runtimes = self
+            .runtimes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let replies: Vec<_> = runtimes.iter().map(|r| r.spawn(async {})).collect();
+        let all = async {
+            for reply in replies {
+                if reply.await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(within, all).await.unwrap_or(false)
     }
 }
 
@@ -225,6 +269,36 @@ mod tests {
         wait_for(&seen, 5).await;
         assert_eq!(seen.lock().unwrap()[4].0, 1);
         hold.notify_waiters();
+        workers.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_thread_is_blocked_fails_the_probe_until_it_runs_again() {
+        let workers = Workers::start((0..2).map(Arc::new).collect()).unwrap();
+        let probe = WorkerProbe::default();
+        assert!(
+            probe.all_responding(Duration::from_millis(1)).await,
+            "none to probe"
+        );
+        probe.set(workers.runtimes());
+        assert!(probe.all_responding(Duration::from_secs(10)).await);
+
+        // A connection task that blocks its worker's thread.
+        let (unblock, blocked) = std::sync::mpsc::channel::<()>();
+        let entered = Seen::default();
+        {
+            let entered = entered.clone();
+            workers.spawn(move |ctx| async move {
+                record(&entered, &ctx);
+                let _ = blocked.recv();
+            });
+        }
+        wait_for(&entered, 1).await;
+        assert!(!probe.all_responding(Duration::from_millis(100)).await);
+
+        unblock.send(()).unwrap();
+        assert!(probe.all_responding(Duration::from_secs(10)).await);
+        probe.set(Vec::new());
         workers.stop().await;
     }
 

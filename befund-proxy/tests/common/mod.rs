@@ -57,6 +57,8 @@ pub struct Options {
     pub strip_headers: Vec<String>,
     /// Further lines for `[upstream]`.
     pub upstream_extra: String,
+    /// `[runtime] workers`; unset: one per CPU.
+    pub workers: Option<usize>,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             response_timeout: "5s",
             strip_headers: vec![],
             upstream_extra: String::new(),
+            workers: None,
         }
     }
 }
@@ -104,6 +107,10 @@ impl Setup {
             .iter()
             .map(|h| format!("{h:?}"))
             .collect();
+        let runtime = match options.workers {
+            Some(workers) => format!("[runtime]\nworkers = {workers}\n"),
+            None => String::new(),
+        };
         let text = format!(
             r#"
 [firewall]
@@ -134,7 +141,8 @@ strip_headers = [{strip}]
 
 [log]
 audit = {audit:?}
-"#,
+
+{runtime}"#,
             crl_expired = options.crl_expired,
             upstream = options.upstream,
             response_timeout = options.response_timeout,
