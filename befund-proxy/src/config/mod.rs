@@ -322,7 +322,8 @@ mod parse_error_tests {
         let base = super::tests::BASE;
         let zero = error(&format!("{base}\n[runtime]\nworkers = 0\n"));
         assert!(zero.contains("key `runtime.workers`"), "{zero}");
-        assert!(zero.contains("nonzero"), "{zero}");
+        assert!(zero.contains("it must be 1 to 256"), "{zero}");
+        assert!(zero.contains("remove the key to run one per CPU"), "{zero}");
         let many = error(&format!("{base}\n[runtime]\nworkers = 1000\n"));
         assert!(many.contains("key `runtime.workers`"), "{many}");
         assert!(many.contains("remove the key to run one per CPU"), "{many}");

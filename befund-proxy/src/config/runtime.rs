@@ -24,7 +24,7 @@ pub struct RuntimeConfig {
     pub pid_file: PathBuf,
     /// Threads serving client connections, each with its own connections.
     /// Unset: one per CPU the daemon may run on.
-    pub workers: Option<NonZeroUsize>,
+    pub workers: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -49,8 +49,10 @@ impl RuntimeConfig {
     /// Number of connection worker threads: `workers`, or one per CPU the
     /// daemon may run on.
     pub fn connection_workers(&self) -> NonZeroUsize {
-        self.workers
-            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+        match self.workers.and_then(NonZeroUsize::new) {
+            Some(workers) => workers,
+            None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+        }
     }
 
     pub(super) fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -71,13 +73,12 @@ impl RuntimeConfig {
             ));
         }
         if let Some(workers) = self.workers
-            && workers.get() > Self::MAX_WORKERS
+            && !(1..=Self::MAX_WORKERS).contains(&workers)
         {
             return Err(invalid(
                 "workers",
                 format!(
-                    "{workers} threads is more than the {} allowed; remove the key to run one \
-                     per CPU",
+                    "{workers} threads: it must be 1 to {}; remove the key to run one per CPU",
                     Self::MAX_WORKERS
                 ),
             ));
