@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use befund_proxy::tls::{RefusalReason, TlsState};
-use rcgen::SerialNumber;
-use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::pki::{REVOKED_SERIAL, SERVER_NAME};
+use common::pki::SERVER_NAME;
 use common::{
     ClientAuth, LogCapture, Options, RecordingUpstream, RunningProxy, Setup, client_config,
     connect, eventually, exchange, get, status_of,
@@ -180,16 +178,7 @@ async fn swapped_in_crl_refuses_new_connections_and_closes_open_ones() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
     // The lab revokes the certificate and the new CRL is loaded.
-    let now = OffsetDateTime::now_utc();
-    let crl = pki.intermediate.crl(
-        &[
-            SerialNumber::from(REVOKED_SERIAL),
-            SerialNumber::from(0x5f3a_09c2_e1d4_b7a8_u64),
-        ],
-        now - time::Duration::hours(1),
-        now + time::Duration::days(30),
-    );
-    std::fs::write(setup.path("client-ca.crl"), crl).unwrap();
+    setup.revoke_valid_certificate();
     proxy
         .tls
         .store(Arc::new(TlsState::load(&setup.config()).unwrap()));

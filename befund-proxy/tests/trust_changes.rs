@@ -11,14 +11,9 @@ use befund_proxy::tls::{RefusalReason, TlsState};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use rcgen::SerialNumber;
-use time::OffsetDateTime;
 
-use common::pki::{REVOKED_SERIAL, SERVER_NAME, write_file};
+use common::pki::{SERVER_NAME, write_file};
 use common::{ClientAuth, Options, RecordingUpstream, RunningProxy, Setup, client_config, connect};
-
-/// Serial of `Pki::valid`.
-const VALID_SERIAL: u64 = 0x5f3a_09c2_e1d4_b7a8;
 
 /// Longest wait for a connection to close; only a guard against hanging.
 const GUARD: Duration = Duration::from_secs(30);
@@ -75,16 +70,7 @@ async fn changed_crl_file_closes_open_connections_of_the_revoked_certificate() {
     let generation = proxy.tls.generation();
 
     // The intermediate's CRL now also lists the connection's certificate.
-    let now = OffsetDateTime::now_utc();
-    let crl = setup.pki.intermediate.crl(
-        &[
-            SerialNumber::from(REVOKED_SERIAL),
-            SerialNumber::from(VALID_SERIAL),
-        ],
-        now - time::Duration::days(1),
-        now + time::Duration::days(30),
-    );
-    write_file(setup.dir.path(), "client-ca.crl", &crl, 0o644);
+    setup.revoke_valid_certificate();
 
     let _ = tokio::time::timeout(GUARD, conn)
         .await
@@ -119,16 +105,7 @@ async fn revoking_the_certificate_closes_its_parked_idle_connection() {
     let parked = counted(|| metrics.connections_parked.get() as u64, 1).await;
     assert_eq!(parked, 1, "the idle connection is parked");
 
-    let now = OffsetDateTime::now_utc();
-    let crl = setup.pki.intermediate.crl(
-        &[
-            SerialNumber::from(REVOKED_SERIAL),
-            SerialNumber::from(VALID_SERIAL),
-        ],
-        now - time::Duration::days(1),
-        now + time::Duration::days(30),
-    );
-    write_file(setup.dir.path(), "client-ca.crl", &crl, 0o644);
+    setup.revoke_valid_certificate();
 
     let _ = tokio::time::timeout(GUARD, conn)
         .await

@@ -7,21 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rcgen::SerialNumber;
-use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use befund_proxy::tls::RefusalReason;
-use common::pki::{REVOKED_SERIAL, SERVER_NAME, write_file};
+use common::pki::SERVER_NAME;
 use common::{
     ClientAuth, Options, RecordingUpstream, RunningProxy, Setup, client_config, connect,
     eventually, read_responses,
 };
-
-/// Serial of `Pki::valid`.
-const VALID_SERIAL: u64 = 0x5f3a_09c2_e1d4_b7a8;
 
 /// Longest wait for anything in these tests; only a guard against hanging.
 const GUARD: Duration = Duration::from_secs(30);
@@ -94,6 +89,20 @@ fn http1_client(setup: &Setup) -> Arc<rustls::ClientConfig> {
     )
 }
 
+/// Opens an HTTP/1.1 connection and sends `GET path` on it.
+async fn send_get(
+    setup: &Setup,
+    proxy: &RunningProxy,
+    path: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut stream = connect(http1_client(setup), proxy.addr).await.unwrap();
+    stream
+        .write_all(get_request(path).as_bytes())
+        .await
+        .unwrap();
+    stream
+}
+
 fn get_request(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n")
 }
@@ -111,11 +120,7 @@ async fn shutdown_answers_requests_in_flight_on_every_worker_then_closes_with_cl
     let metrics = proxy.metrics.clone();
     let mut streams = Vec::new();
     for i in 0..6 {
-        let mut stream = connect(http1_client(&setup), proxy.addr).await.unwrap();
-        stream
-            .write_all(get_request(&format!("/inflight/{i}")).as_bytes())
-            .await
-            .unwrap();
+        let stream = send_get(&setup, &proxy, &format!("/inflight/{i}")).await;
         streams.push(stream);
     }
     assert!(eventually(|| upstream.arrived.load(Ordering::SeqCst) == 6).await);
@@ -140,19 +145,6 @@ async fn shutdown_answers_requests_in_flight_on_every_worker_then_closes_with_cl
     assert_eq!(metrics.connections_open.get(), 0);
 }
 
-fn revoke_valid(setup: &Setup) {
-    let now = OffsetDateTime::now_utc();
-    let crl = setup.pki.intermediate.crl(
-        &[
-            SerialNumber::from(REVOKED_SERIAL),
-            SerialNumber::from(VALID_SERIAL),
-        ],
-        now - time::Duration::days(1),
-        now + time::Duration::days(30),
-    );
-    write_file(setup.dir.path(), "client-ca.crl", &crl, 0o644);
-}
-
 #[tokio::test]
 async fn revocation_closes_parked_and_busy_connections_on_every_worker() {
     let upstream = GatedUpstream::start().await;
@@ -166,11 +158,7 @@ async fn revocation_closes_parked_and_busy_connections_on_every_worker() {
     // Four parked connections (one request each, answered).
     let mut parked = Vec::new();
     for i in 0..4 {
-        let mut stream = connect(http1_client(&setup), proxy.addr).await.unwrap();
-        stream
-            .write_all(get_request(&format!("/parked/{i}")).as_bytes())
-            .await
-            .unwrap();
+        let mut stream = send_get(&setup, &proxy, &format!("/parked/{i}")).await;
         upstream.release(1);
         read_responses(&mut stream, 1).await;
         parked.push(stream);
@@ -179,16 +167,12 @@ async fn revocation_closes_parked_and_busy_connections_on_every_worker() {
     // Four busy ones, their requests held by the Befundserver.
     let mut busy = Vec::new();
     for i in 0..4 {
-        let mut stream = connect(http1_client(&setup), proxy.addr).await.unwrap();
-        stream
-            .write_all(get_request(&format!("/busy/{i}")).as_bytes())
-            .await
-            .unwrap();
+        let stream = send_get(&setup, &proxy, &format!("/busy/{i}")).await;
         busy.push(stream);
     }
     assert!(eventually(|| upstream.arrived.load(Ordering::SeqCst) == 8).await);
 
-    revoke_valid(&setup);
+    setup.revoke_valid_certificate();
     for stream in parked.iter_mut().chain(busy.iter_mut()) {
         let mut text = Vec::new();
         let _ = tokio::time::timeout(GUARD, stream.read_to_end(&mut text))
@@ -275,11 +259,7 @@ async fn stalled_handshakes_and_header_trickles_do_not_stall_the_single_worker()
     let _ = tokio::time::timeout(Duration::from_secs(2), deaf.write_all(many.as_bytes())).await;
 
     for i in 0..5 {
-        let mut stream = connect(http1_client(&setup), proxy.addr).await.unwrap();
-        stream
-            .write_all(get_request(&format!("/ok/{i}")).as_bytes())
-            .await
-            .unwrap();
+        let mut stream = send_get(&setup, &proxy, &format!("/ok/{i}")).await;
         read_responses(&mut stream, 1).await;
     }
     drop((half_hello, trickle, deaf));
@@ -347,10 +327,7 @@ async fn handshake_under_way_while_the_certificate_is_revoked_is_closed_once_ver
     let metrics = proxy.metrics.clone();
     // An open connection of the same certificate shows when the open
     // connections have been re-checked.
-    let mut open = connect(http1_client(&setup), proxy.addr).await.unwrap();
-    open.write_all(get_request("/before").as_bytes())
-        .await
-        .unwrap();
+    let mut open = send_get(&setup, &proxy, "/before").await;
     read_responses(&mut open, 1).await;
 
     let (paused_tx, paused) = std::sync::mpsc::channel();
@@ -362,7 +339,7 @@ async fn handshake_under_way_while_the_certificate_is_revoked_is_closed_once_ver
         .unwrap();
 
     // Revoked and reloaded while the handshake is under way.
-    revoke_valid(&setup);
+    setup.revoke_valid_certificate();
     let state = befund_proxy::tls::TlsState::load(&setup.config()).unwrap();
     proxy.tls.store(Arc::new(state));
     let mut rest = Vec::new();

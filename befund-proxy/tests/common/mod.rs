@@ -165,6 +165,22 @@ audit = {audit:?}
         Config::load(&self.config_path).unwrap()
     }
 
+    /// Writes a fresh CRL of the client CA that revokes the valid client
+    /// certificate besides the revoked one (picked up at the next reload or
+    /// CRL check).
+    pub fn revoke_valid_certificate(&self) {
+        let now = time::OffsetDateTime::now_utc();
+        let crl = self.pki.intermediate.crl(
+            &[
+                rcgen::SerialNumber::from(pki::REVOKED_SERIAL),
+                rcgen::SerialNumber::from(pki::VALID_SERIAL),
+            ],
+            now - time::Duration::days(1),
+            now + time::Duration::days(30),
+        );
+        pki::write_file(self.dir.path(), "client-ca.crl", &crl, 0o644);
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -196,6 +196,9 @@ pub fn client_params(cn: &str, serial: u64) -> CertificateParams {
 /// Serial of the revoked client certificate.
 pub const REVOKED_SERIAL: u64 = 0x0b_ad_c0_de;
 
+/// Serial of the valid client certificate (`Pki::valid`).
+pub const VALID_SERIAL: u64 = 0x5f3a_09c2_e1d4_b7a8;
+
 /// Everything the access tests need.
 pub struct Pki {
     pub root: Ca,
@@ -233,7 +236,7 @@ impl Pki {
             KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
         let server = root.issue_with_key(server_params, rsa);
 
-        let valid = intermediate.issue(client_params("Dr. Erika Muster", 0x5f3a_09c2_e1d4_b7a8));
+        let valid = intermediate.issue(client_params("Dr. Erika Muster", VALID_SERIAL));
 
         let mut params = client_params("Dr. Alt", 11);
         params.not_before = OffsetDateTime::now_utc() - Duration::days(400);
@@ -250,7 +253,7 @@ impl Pki {
 
         let self_issued = {
             let key = KeyPair::generate().unwrap();
-            let params = client_params("Dr. Erika Muster", 0x5f3a_09c2_e1d4_b7a8);
+            let params = client_params("Dr. Erika Muster", VALID_SERIAL);
             let cert = params.self_signed(&key).unwrap();
             Issued {
                 der: cert.der().clone(),
