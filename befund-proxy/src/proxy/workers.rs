@@ -204,7 +204,7 @@ mod tests {
     }
 
     async fn wait_for(seen: &Seen, count: usize) {
-        for _ in 0..500 {
+        for _ in 0..5000 {
             if seen.lock().unwrap().len() >= count {
                 return;
             }
@@ -258,7 +258,7 @@ mod tests {
         // Handed out in turn, the second connection went to worker 1; once
         // it has ended, worker 1 has one connection and worker 0 two.
         end_second.notify_one();
-        for _ in 0..500 {
+        for _ in 0..5000 {
             if workers.workers[1].load.load(Ordering::Relaxed) == 1 {
                 break;
             }
