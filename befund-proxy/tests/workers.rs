@@ -15,7 +15,7 @@ use befund_proxy::tls::RefusalReason;
 use common::pki::SERVER_NAME;
 use common::{
     ClientAuth, Options, RecordingUpstream, RunningProxy, Setup, client_config, connect,
-    eventually, read_responses,
+    eventually, hello_from_upstream, read_responses, serve_http1,
 };
 
 /// Longest wait for anything in these tests; only a guard against hanging.
@@ -36,26 +36,12 @@ impl GatedUpstream {
         let arrived = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Semaphore::new(0));
         let (count, held) = (arrived.clone(), gate.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (count, held) = (count.clone(), held.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_request| {
-                        let (count, held) = (count.clone(), held.clone());
-                        async move {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            held.acquire().await.unwrap().forget();
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(
-                                    b"hello from upstream",
-                                )),
-                            ))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                        .await;
-                });
+        let task = serve_http1(listener, move |_request| {
+            let (count, held) = (count.clone(), held.clone());
+            async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.acquire().await.unwrap().forget();
+                hello_from_upstream()
             }
         });
         Self {
@@ -428,28 +414,6 @@ async fn http2_streams_in_flight_at_shutdown_are_answered_on_every_worker() {
     assert_eq!(setup.audit_lines().len(), 30);
 }
 
-/// A Befundserver on `port` that answers 200 `hello from upstream`;
-/// aborting the task closes the listener and every connection.
-fn befundserver_on(listener: TcpListener) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        while let Ok((tcp, _)) = listener.accept().await {
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(|_request| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(
-                            b"hello from upstream",
-                        )),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    })
-}
-
 /// Sends a GET on `stream` and returns the status of its response.
 async fn status_on(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), path: &str) -> u16 {
     stream
@@ -476,7 +440,7 @@ async fn status_on(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), pat
 async fn befundserver_restarted_under_load_is_used_again_by_every_worker() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let befundserver = befundserver_on(listener);
+    let befundserver = serve_http1(listener, |_request| async { hello_from_upstream() });
     let setup = Setup::new(&Options {
         upstream: format!("http://{addr}"),
         workers: Some(3),
@@ -497,7 +461,9 @@ async fn befundserver_restarted_under_load_is_used_again_by_every_worker() {
         assert_eq!(status_on(stream, "/down").await, 502);
     }
     // Back on the same port: every worker's pool recovers.
-    let befundserver = befundserver_on(TcpListener::bind(addr).await.unwrap());
+    let befundserver = serve_http1(TcpListener::bind(addr).await.unwrap(), |_request| async {
+        hello_from_upstream()
+    });
     for round in 0..2 {
         for stream in &mut streams {
             assert_eq!(status_on(stream, &format!("/back/{round}")).await, 200);

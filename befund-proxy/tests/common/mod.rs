@@ -284,6 +284,36 @@ impl Recorded {
     }
 }
 
+/// The answer of the test Befundservers: 200 `hello from upstream`.
+pub fn hello_from_upstream() -> hyper::Response<Full<Bytes>> {
+    hyper::Response::new(Full::new(Bytes::from_static(b"hello from upstream")))
+}
+
+/// Serves HTTP/1.1 on every connection `listener` accepts, each request
+/// answered by `answer`. Aborting the returned task closes the listener and
+/// every connection.
+pub fn serve_http1<F, Fut>(listener: TcpListener, answer: F) -> JoinHandle<()>
+where
+    F: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            let answer = answer.clone();
+            connections.spawn(async move {
+                let service = service_fn(move |request| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    })
+}
+
 /// An HTTP/1.1 server standing in for the Befundserver that records requests.
 pub struct RecordingUpstream {
     pub addr: SocketAddr,
@@ -298,42 +328,27 @@ impl RecordingUpstream {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = requests.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request: hyper::Request<Incoming>| {
-                        let recorded = recorded.clone();
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes().to_vec())
-                                .unwrap_or_default();
-                            recorded.lock().unwrap().push(Recorded {
-                                method: parts.method.to_string(),
-                                uri: parts.uri.to_string(),
-                                headers: parts
-                                    .headers
-                                    .iter()
-                                    .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-                                    .collect(),
-                                body,
-                            });
-                            tokio::time::sleep(delay).await;
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"hello from upstream"),
-                            )))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+        let task = serve_http1(listener, move |request| {
+            let recorded = recorded.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                recorded.lock().unwrap().push(Recorded {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                        .collect(),
+                    body,
                 });
+                tokio::time::sleep(delay).await;
+                hello_from_upstream()
             }
         });
         Self {
